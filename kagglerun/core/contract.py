@@ -1,0 +1,169 @@
+"""The output contract: the files every run leaves in its output folder, written atomically after each epoch.
+
+    settings.json          the resolved settings (written by the notebook before the core runs)
+    history.csv            one row per finished epoch: HISTORY_COLUMNS
+    summary.json           SUMMARY_KEYS: state, best and final accuracy, params, time, device, versions, hashes
+    checkpoint_last.pt     everything needed to resume (model, optimizer, schedule, scaler, RNG, history)
+    checkpoint_best.pt     the weights of the best test-accuracy epoch
+    curves.png             train and test loss, test accuracy (%) against epoch
+    manifest.json          {file name: {"size": bytes, "sha256": hex}} of the files above, written last
+
+Accuracies are percentages, losses per-sample means. `state` is one of RUN_STATES.
+Part of the training core: standard library and torch only (matplotlib lazily).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SETTINGS_FILE = "settings.json"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_LAST = "checkpoint_last.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+CURVES_FILE = "curves.png"
+MANIFEST_FILE = "manifest.json"
+CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+RUN_STATES = ("running", "complete", "stopped", "failed")
+SUMMARY_KEYS = (
+    "experiment", "state", "engine", "epochs_done", "epochs_total", "best_test_acc", "best_epoch",
+    "final_test_acc", "final_test_loss", "params", "total_seconds", "device", "precision", "versions",
+    "settings_hash", "core_hash", "started_at", "updated_at", "resumed_from_epoch", "error",
+)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """Stable hash of resolved settings; identical in kagglerun and in the notebook."""
+    return hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_history(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row[k]) for k in HISTORY_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        rows = []
+        for row in csv.DictReader(f):
+            rows.append({k: (int(row[k]) if k == "epoch" else float(row[k])) for k in HISTORY_COLUMNS})
+        return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`; a damaged file is a clear error naming it."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise RuntimeError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e}); delete it to start over") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise RuntimeError(f"{path}: not a kagglerun checkpoint (no 'epoch'); delete it to start over")
+    return state
+
+
+def write_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Record size and SHA-256 of every contract file present, so a download can be verified."""
+    out = Path(out_dir)
+    manifest = {}
+    for name in CONTRACT_FILES:
+        p = out / name
+        if p.is_file():
+            manifest[name] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+    atomic_write_json(out / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def plot_curves(path: str | os.PathLike[str], rows: list[dict[str, Any]], title: str) -> None:
+    """Train and test loss and test accuracy against epoch, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in rows]
+    fig = Figure(figsize=(10, 3.6), dpi=100)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
+    ax_loss.plot(epochs, [r["test_loss"] for r in rows], label="test loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss (per-sample mean)")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_acc"] for r in rows], label="train acc", alpha=0.6)
+    ax_acc.plot(epochs, [r["test_acc"] for r in rows], label="test acc")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

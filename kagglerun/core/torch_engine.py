@@ -1,0 +1,156 @@
+"""The PyTorch engine: data held on the device, batched augmentation there, mixed precision, no host sync
+inside a step. Part of the training core: torch only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .augment import augment_batch, normalise
+from .engine import Data, epoch_seed, register_engine
+from .models import build_model, count_params
+
+
+def pick_device(wanted: str) -> torch.device:
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device: 'cuda' asked for, but no CUDA device is available")
+    if wanted == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def pick_precision(wanted: str, device: torch.device) -> str:
+    """fp16 with a gradient scaler on pre-Ampere GPUs (a T4), bf16 on Ampere and later, fp32 on the CPU."""
+    if device.type != "cuda":
+        return "fp32"  # CPU autocast is slower than fp32 for these convolutions
+    if wanted != "auto":
+        return wanted
+    return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+
+
+@register_engine("torch")
+class TorchEngine:
+    """Trains one experiment with PyTorch on one device."""
+
+    name = "torch"
+
+    def __init__(self, settings: dict[str, Any], data: Data):
+        t = settings["training"]
+        self.settings, self.data_settings, self.t = settings, settings["data"], t
+        dev = pick_device(t["device"])
+        self.dev = dev
+        self.device = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"
+        self.precision = pick_precision(t["precision"], dev)
+        torch.manual_seed(t["seed"])
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+        self.memory_format = torch.channels_last if (t["channels_last"] and dev.type == "cuda") else torch.contiguous_format
+        self.model = build_model(settings["model"], data.channels, data.size, data.num_classes)
+        self.model = self.model.to(dev, memory_format=self.memory_format)
+        self.params = count_params(self.model)
+        self.forward = torch.compile(self.model) if t["compile"] else self.model
+        # The whole data set lives on the device as uint8 (CIFAR-10: 150 MB); batches are sliced there.
+        self.train_x, self.train_y = data.train_x.to(dev), data.train_y.to(dev)
+        self.test_x, self.test_y = data.test_x.to(dev), data.test_y.to(dev)
+        self.mean, self.std = data.mean, data.std
+        if t["optimizer"] == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], betas=tuple(t["betas"]),
+                                        weight_decay=t["weight_decay"])
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=t["lr"], momentum=t["momentum"],
+                                       weight_decay=t["weight_decay"])
+        if t["lr_schedule"] == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=t["epochs"])
+        elif t["lr_schedule"] == "step":
+            self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=t["step_size"], gamma=t["gamma"])
+        else:
+            self.sched = None
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+
+    def param_count(self) -> int:
+        return self.params
+
+    def _batch(self, x_uint8: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        x = x_uint8.float().div_(255)
+        if g is not None:
+            x = augment_batch(x, g, self.data_settings)
+        return normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
+
+    def _autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def train_epoch(self, epoch: int, progress: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+        self.model.train()
+        g = torch.Generator(device=self.dev).manual_seed(epoch_seed(self.t["seed"], epoch))
+        n = self.train_x.shape[0]
+        bs = self.t["batch_size"]
+        order = torch.randperm(n, generator=g, device=self.dev)
+        steps = math.ceil(n / bs)
+        # Sums stay on the device: reading them every step would synchronise the host with the GPU.
+        loss_sum = torch.zeros((), device=self.dev)
+        correct = torch.zeros((), device=self.dev, dtype=torch.int64)
+        for step in range(steps):
+            idx = order[step * bs : (step + 1) * bs]
+            x = self._batch(self.train_x[idx], g)
+            y = self.train_y[idx]
+            with self._autocast():
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits, y)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            loss_sum += loss.detach().float() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            if progress is not None:
+                progress(step + 1, steps)
+        if self.sched is not None:
+            self.sched.step()
+        return float(loss_sum) / n, 100.0 * float(correct) / n
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        n = self.test_x.shape[0]
+        bs = max(self.t["batch_size"], 512)
+        loss_sum = torch.zeros((), device=self.dev)
+        correct = torch.zeros((), device=self.dev, dtype=torch.int64)
+        for start in range(0, n, bs):
+            x = self._batch(self.test_x[start : start + bs], None)
+            y = self.test_y[start : start + bs]
+            with self._autocast():
+                logits = self.forward(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        return float(loss_sum) / n, 100.0 * float(correct) / n
+
+    def current_lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None and state.get("scheduler") is not None:
+            self.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def weights(self) -> dict[str, Any]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -1,0 +1,189 @@
+"""The epoch loop every engine shares: resume, the output contract after each epoch, the time budget.
+
+`main()` is what a rendered notebook calls. Part of the training core: standard library and torch only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .contract import (
+    CHECKPOINT_BEST, CHECKPOINT_LAST, CURVES_FILE, HISTORY_FILE, SETTINGS_FILE, SUMMARY_FILE,
+    atomic_write_bytes, atomic_write_json, load_checkpoint, plot_curves, save_checkpoint, settings_hash, write_history, write_manifest,
+)
+from .data import input_root, load_data
+from .engine import ENGINES
+
+RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
+
+
+def resume_key(settings: dict[str, Any]) -> str:
+    """What must match for a checkpoint to be resumed: everything that shapes training except its length
+    (so raising training.epochs continues a finished run) and the Kaggle and report sections."""
+    s = json.loads(json.dumps(settings))
+    for key in ("epochs", "time_budget_minutes", "device"):
+        s["training"].pop(key, None)
+    for section in ("kaggle", "report", "name", "description"):
+        s.pop(section, None)
+    return settings_hash(s)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import torchvision
+
+        versions["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        versions["cuda"] = str(torch.version.cuda)
+    return versions
+
+
+def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint to continue from: the output folder's own, else one in the attached inputs.
+
+    A damaged or foreign checkpoint in the output folder stops the run (nothing is overwritten);
+    one in the inputs that does not match is passed over with a note."""
+    own = out / CHECKPOINT_LAST
+    if own.is_file():
+        state = load_checkpoint(own)
+        if state.get("resume_key") != key:
+            raise RuntimeError(
+                f"{own}: written by different settings (resume key {state.get('resume_key')} != {key}); "
+                "move the folder aside to start over"
+            )
+        return state, own
+    root = input_root()
+    if root.is_dir():
+        for path in sorted(root.rglob(CHECKPOINT_LAST)):
+            try:
+                state = load_checkpoint(path)
+            except RuntimeError as e:
+                log(f"skipping {e}")
+                continue
+            if state.get("resume_key") == key:
+                return state, path
+            log(f"skipping {path}: other settings")
+    return None
+
+
+def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core_hash: str = "",
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    session_start = time.time()
+    t = settings["training"]
+    name = settings["name"]
+    summary: dict[str, Any] = {
+        "experiment": name, "state": "running", "engine": settings.get("engine", "torch"),
+        "epochs_done": 0, "epochs_total": t["epochs"], "best_test_acc": None, "best_epoch": None,
+        "final_test_acc": None, "final_test_loss": None, "params": None, "total_seconds": 0.0,
+        "device": None, "precision": None, "versions": _versions(), "settings_hash": settings_hash(settings),
+        "core_hash": core_hash, "started_at": _now(), "updated_at": _now(), "resumed_from_epoch": None,
+        "error": None,
+    }
+    atomic_write_json(out / SETTINGS_FILE, settings)
+    try:
+        engine_cls = ENGINES.get(summary["engine"])
+        if engine_cls is None:
+            raise RuntimeError(f"engine {summary['engine']!r} is not loaded (known: {sorted(ENGINES)})")
+        data = load_data(settings)
+        engine = engine_cls(settings, data)
+        summary.update(params=engine.param_count(), device=engine.device, precision=engine.precision)
+        log(f"{name}: {summary['engine']} engine, {data.name} ({len(data.train_y)} train / {len(data.test_y)} test), "
+            f"{summary['params']:,} parameters, {engine.device}, {engine.precision}")
+        key = resume_key(settings)
+        history: list[dict[str, Any]] = []
+        best = {"acc": -1.0, "epoch": 0}
+        previous_seconds = 0.0
+        found = find_resume_checkpoint(out, key, log)
+        if found is not None:
+            state, path = found
+            engine.load_state_dict(state["engine"])
+            history, best = state["history"], state["best"]
+            previous_seconds = state.get("total_seconds", 0.0)
+            summary["started_at"] = state.get("started_at", summary["started_at"])
+            summary["resumed_from_epoch"] = state["epoch"]
+            best_src = path.parent / CHECKPOINT_BEST
+            if path.parent != out and best_src.is_file():
+                atomic_write_bytes(out / CHECKPOINT_BEST, best_src.read_bytes())
+            log(f"resuming from {path} after epoch {state['epoch']}")
+        budget = t["time_budget_minutes"] * 60
+        last_epoch_seconds = 0.0
+        for epoch in range(len(history) + 1, t["epochs"] + 1):
+            if time.time() - session_start + 1.2 * last_epoch_seconds > budget:
+                summary["state"] = "stopped"
+                summary["error"] = f"time budget of {t['time_budget_minutes']} minutes reached; push again to resume"
+                log(summary["error"])
+                break
+            start = time.time()
+            train_loss, train_acc = engine.train_epoch(epoch)
+            test_loss, test_acc = engine.evaluate()
+            last_epoch_seconds = time.time() - start
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                   "test_acc": test_acc, "lr": engine.current_lr(), "seconds": last_epoch_seconds}
+            history.append(row)
+            if test_acc > best["acc"]:
+                best = {"acc": test_acc, "epoch": epoch}
+                save_checkpoint(out / CHECKPOINT_BEST, {"epoch": epoch, "test_acc": test_acc, "weights": engine.weights(),
+                                                        "settings_hash": summary["settings_hash"]})
+            total = previous_seconds + (time.time() - session_start)
+            save_checkpoint(out / CHECKPOINT_LAST, {
+                "epoch": epoch, "resume_key": key, "engine": engine.state_dict(), "history": history, "best": best,
+                "total_seconds": total, "started_at": summary["started_at"], "settings_hash": summary["settings_hash"],
+            })
+            _publish(out, summary, history, best, total, name)
+            log(f"epoch {epoch:>4}/{t['epochs']}  train loss {train_loss:.4f} acc {train_acc:6.2f}  "
+                f"test loss {test_loss:.4f} acc {test_acc:6.2f}  lr {row['lr']:.2e}  {last_epoch_seconds:6.1f}s")
+        if summary["state"] == "running":
+            summary["state"] = "complete"
+        _publish(out, summary, history, best, previous_seconds + time.time() - session_start, name)
+        return summary
+    except BaseException as e:
+        summary["state"] = "failed"
+        summary["error"] = f"{type(e).__name__}: {e}"
+        summary["updated_at"] = _now()
+        atomic_write_json(out / SUMMARY_FILE, summary)
+        write_manifest(out)
+        raise
+
+
+def _publish(out: Path, summary: dict[str, Any], history: list[dict[str, Any]], best: dict[str, Any],
+             total: float, name: str) -> None:
+    """Write history, curves, summary and manifest for the epochs so far (each file atomically)."""
+    write_history(out / HISTORY_FILE, history)
+    if history:
+        plot_curves(out / CURVES_FILE, history, name)
+        last = history[-1]
+        summary.update(final_test_acc=last["test_acc"], final_test_loss=last["test_loss"])
+    summary.update(
+        epochs_done=len(history), best_test_acc=best["acc"] if best["epoch"] else None,
+        best_epoch=best["epoch"] or None, total_seconds=round(total, 2), updated_at=_now(),
+    )
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    write_manifest(out)
+
+
+def main(run_file: str = RUN_FILE, out_dir: str = ".") -> dict[str, Any]:
+    """Entry point of a rendered notebook: read the settings cell's file and train."""
+    with open(run_file) as f:
+        spec = json.load(f)
+    settings = spec["settings"]
+    if settings_hash(settings) != spec["settings_hash"]:
+        raise RuntimeError(f"{run_file}: settings do not match their hash; render the notebook again")
+    return run(settings, out_dir, core_hash=spec.get("core_hash", ""))

@@ -1,0 +1,61 @@
+"""The workspace: the folder holding experiments/, templates/, results/ and build/."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WorkspaceError
+
+PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def experiments(self) -> Path:
+        return self.root / "experiments"
+
+    @property
+    def templates(self) -> Path:
+        """A workspace's own templates override the package's, file by file."""
+        return self.root / "templates"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def data(self) -> Path:
+        """Local data sets (cifar-10-batches-py/, MNIST IDX files) for local runs and the emulator."""
+        return Path(os.environ.get("KAGGLERUN_DATA", self.root / "data"))
+
+    def result_dir(self, name: str) -> Path:
+        return self.results / name
+
+    def build_dir(self, name: str) -> Path:
+        return self.build / name
+
+    def store(self):
+        from .experiments import ExperimentStore
+
+        return ExperimentStore(self.experiments)
+
+
+def find_workspace(start: Path | None = None) -> Workspace:
+    """The nearest folder at or above `start` (default: $KAGGLERUN_WORKSPACE or the current folder)
+    that holds an `experiments/` folder."""
+    if start is None and os.environ.get("KAGGLERUN_WORKSPACE"):
+        start = Path(os.environ["KAGGLERUN_WORKSPACE"])
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "experiments").is_dir():
+            return Workspace(folder)
+    raise WorkspaceError(f"no experiments/ folder in {here} or above it: run kagglerun inside a workspace")
