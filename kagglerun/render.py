@@ -96,8 +96,7 @@ def notebook(env: jinja2.Environment, s: Settings) -> nbformat.NotebookNode:
     cells.append(nbformat.v4.new_code_cell(_render_template(env, "main.py.j2", context, s.name).rstrip() + "\n"))
     for i, cell in enumerate(cells):
         cell["id"] = f"kagglerun-{i:02d}"  # fixed ids: the same inputs give byte-identical notebooks
-        if cell["cell_type"] == "code":
-            cell["source"] = cell["source"].rstrip("\n")
+        cell["source"] = cell["source"].rstrip("\n")
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
                    "kagglerun": {"experiment": s.name, "settings_hash": s.hash, "core_hash": engine_hash}}

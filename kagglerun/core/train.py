@@ -125,8 +125,10 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
             log(f"resuming from {path} after epoch {state['epoch']}")
         budget = t["time_budget_minutes"] * 60
         last_epoch_seconds = 0.0
-        for epoch in range(len(history) + 1, t["epochs"] + 1):
-            if time.time() - session_start + 1.2 * last_epoch_seconds > budget:
+        first_epoch = len(history) + 1
+        for epoch in range(first_epoch, t["epochs"] + 1):
+            # Every session trains at least one epoch; after that, stop before an epoch would overrun the budget.
+            if epoch > first_epoch and time.time() - session_start + 1.2 * last_epoch_seconds > budget:
                 summary["state"] = "stopped"
                 summary["error"] = f"time budget of {t['time_budget_minutes']} minutes reached; push again to resume"
                 log(summary["error"])

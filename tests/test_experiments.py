@@ -1,0 +1,87 @@
+"""Experiment files: the shipped study, inheritance, and bad input that names file and key."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from kagglerun.cli import main
+from kagglerun.errors import ExperimentError
+from kagglerun.workspace import Workspace
+from conftest import REPO, write_experiment
+
+SEED_TABLE = {  # name: (model, optimizer, colour jitter, dropout, batchnorm, epochs), from PRODUCT.md
+    "bsln_1": ("c5l3", "adam", False, "all", False, 150),
+    "bsln_2": ("c5l3", "sgd", False, "all", False, 150),
+    "bsln_3": ("c5l3", "adam", True, "linear", True, 150),
+    "bsln_4": ("c5l3", "adam", True, "none", True, 150),
+    "bsln_5": ("c5l3", "adam", False, "linear", True, 150),
+    "bsln_6": ("c5l3", "adam", True, "linear", True, 256),
+    "vgg16": ("vgg16", "adam", True, "linear", True, 150),
+    "res18": ("resnet18", "adam", True, "none", True, 150),
+    "res50": ("resnet50", "adam", True, "none", True, 150),
+    "mnist_bsln": ("c5l3", "adam", False, "linear", True, 100),
+    "mnist_res18": ("resnet18", "adam", False, "none", True, 150),
+}
+
+
+def test_the_seed_study_ships_with_its_settings():
+    store = Workspace(REPO).store()
+    for name, (model, opt, jitter, dropout, bn, epochs) in SEED_TABLE.items():
+        s = store.load(name)
+        assert (s.model.name, s.training.optimizer, s.data.color_jitter, s.model.dropout, s.model.batchnorm,
+                s.training.epochs) == (model, opt, jitter, dropout, bn, epochs), name
+        assert s.training.batch_size == 64 and s.training.lr_schedule == "none"
+        if opt == "adam":
+            assert (s.training.lr, s.training.weight_decay) == (3e-4, 1e-6)
+        else:
+            assert (s.training.lr, s.training.momentum) == (1e-3, 0.9)
+        assert (s.data.rotation, s.data.hflip) == (15.0, True)
+        if name.startswith("mnist"):
+            assert (s.data.dataset, s.data.mean, s.data.std, s.data.translate) == ("mnist", (0.1307,), (0.3081,), 0.0)
+        else:
+            assert (s.data.dataset, s.data.mean, s.data.std, s.data.translate) == ("cifar10", (0.5,) * 3, (0.5,) * 3, 0.1)
+        assert s.kaggle.machine_shape == "NvidiaTeslaT4" and s.kaggle.gpu
+    demos = [n for n in store.names() if n.startswith("demo_")]
+    assert len(demos) >= 4 and all(store.load(n).data.dataset == "digits" for n in demos)
+
+
+def test_inheritance_merges_sections_and_settings_are_frozen(workspace):
+    write_experiment(workspace, "child", 'extends = "tiny"\n[training]\nlr = 1\n')
+    s = workspace.store().load("child")
+    assert s.training.lr == 1.0 and s.model.width == 0.125 and s.data.dataset == "digits"
+    with pytest.raises(Exception):
+        s.training.lr = 2.0  # type: ignore[misc]
+    assert s.with_overrides(**{"training.epochs": 1}).training.epochs == 1
+    assert s.hash != s.with_overrides(**{"training.epochs": 1}).hash
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[model\nname = 1", "malformed TOML"),
+    ('extends = "tiny"\n[training]\nlrr = 0.1\n', "training.lrr: unknown key"),
+    ('extends = "tiny"\n[model]\nname = "resnet99"\n', "model.name: Input should be"),
+    ('extends = "tiny"\n[training]\nlr = -0.1\n', "training.lr: Input should be greater than 0"),
+    ('extends = "tiny"\n[training]\nepochs = "150"\n', "training.epochs: Input should be a valid integer"),
+    ('extends = "nope"\n', "extends: no base named 'nope'"),
+    ('extends = "bad"\n', "extends: cycle"),
+    ('extends = "tiny"\nname = "x"\n', "name: unknown key"),
+])
+def test_bad_experiment_files_name_file_and_key(workspace, text, expected):
+    path = write_experiment(workspace, "bad", text)
+    with pytest.raises(ExperimentError) as err:
+        workspace.store().load("bad")
+    assert expected in str(err.value) and str(path) in str(err.value)
+    result = CliRunner().invoke(main, ["show", "bad"])
+    assert result.exit_code == 1
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_names_and_empty_globs(workspace):
+    store = workspace.store()
+    with pytest.raises(ExperimentError, match="unknown experiment 'tiyn'.*did you mean tiny"):
+        store.select(["tiyn"])
+    with pytest.raises(ExperimentError, match="glob 'zzz_\\*' matches no experiment"):
+        store.select(["zzz_*"])
+    assert store.select(["ti*"]) == ["tiny"]
+    result = CliRunner().invoke(main, ["render", "zzz_*"])
+    assert result.exit_code == 1 and "matches no experiment" in result.output
