@@ -111,6 +111,7 @@ class ReportSettings(_Section):
     """Where the experiment appears in the comparison report."""
 
     group: str = ""  # experiments with the same group share a table and an overlay plot
+    also: tuple[str, ...] = ()  # further groups whose tables show this experiment too
     label: str = ""  # the column title in the group's table (defaults to the experiment name)
     order: int = 0  # column order inside the group
 

@@ -1,0 +1,75 @@
+"""report.html in a real headless Chromium (Debian's, installed by .ci/install-chromium): no console errors,
+every image loaded, readable on a phone-sized viewport. Screenshots go to the test's tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kagglerun.report import build_report
+
+from test_report import SEED_STUDY, settings_of, write_run, write_seed_study
+
+CHROMIUM = Path(os.environ.get("KAGGLERUN_CHROMIUM", "/usr/bin/chromium"))
+# Never fetch anything: the page must stand alone, and CI machines may have no network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (run .ci/install-chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The seed study plus a pooled seed, a running and a failed run: every part of the page."""
+    results = tmp_path_factory.mktemp("browser") / "results"
+    write_seed_study(results)
+    for seed, best in ((0, 92.4), (1, 92.7), (2, 92.1)):
+        settings = settings_of(f"res18_s{seed}", *SEED_STUDY["res18"][:3], {"group": "Seeds"})
+        settings["training"]["seed"] = seed
+        write_run(results, settings, best, 130 + seed)
+    write_run(results, settings_of("res50_live", *SEED_STUDY["res50"][:3], {"group": "Table 2", "order": 4}),
+              80.0, 30, epochs_done=41, state="running", missing_epochs=(7, 8))
+    write_run(results, settings_of("vgg_oom", *SEED_STUDY["vgg16"][:3], {"group": "Table 2", "order": 5}),
+              30.0, 2, epochs_done=3, state="failed", error="RuntimeError: CUDA out of memory",
+              log="Traceback (most recent call last):\n  File \"train.py\", line 9\nRuntimeError: CUDA out of memory\n")
+    return build_report(results)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_report_html_opens_with_no_errors_and_every_image_loaded(report, browser, viewport, tmp_path):
+    page = browser.new_page(viewport=viewport)
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+
+    page.goto(report.html.as_uri(), wait_until="load")
+    images = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))")
+    page.screenshot(path=str(tmp_path / f"report-{viewport['width']}.png"), full_page=False)
+    page.screenshot(path=str(tmp_path / f"report-{viewport['width']}-full.png"), full_page=True)
+
+    assert problems == []
+    assert len(images) == len(report.figures) == 16 + 4  # 16 runs; groups Table 1-3 and Seeds
+    assert [i["alt"] for i in images if not (i["complete"] and i["width"] > 0)] == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    # Narrow screens scroll the wide tables inside their box; the page itself never scrolls sideways.
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= viewport["width"]
+    assert page.locator("#problems").inner_text().count("CUDA out of memory") >= 2
+    page.close()
