@@ -12,6 +12,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,7 @@ class PushResult:
     kernel: str  # owner/slug
     version: int
     url: str
-    kernel_id: int
+    session_id: int  # what CancelKernelSession needs: the url's scriptVersionId (0 when absent)
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,9 @@ class KaggleKernels:
         ref = (response.ref or kernel).strip("/")
         if ref.count("/") != 1:  # the server may answer with a path such as /code/owner/slug
             ref = "/".join(ref.split("/")[-2:])
-        return PushResult(ref, int(response.version_number), response.url or "", int(response.kernel_id or 0))
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(response.url or "").query)
+        session = (query.get("scriptVersionId") or ["0"])[0]
+        return PushResult(ref, int(response.version_number), response.url or "", int(session) if session.isdigit() else 0)
 
     def status(self, kernel: str, version: int | None = None) -> SessionStatus:
         """The state of the kernel's session (of `version` when given, else the latest)."""

@@ -1,0 +1,147 @@
+"""Follow pushed runs: ask Kaggle for each session's state, record it in the ledger, show it as one table.
+
+A pack's members each have a row, with the pack's kernel and its session's state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from rich.table import Table
+
+from .core.contract import CHECKPOINT_LAST
+from .kaggle_api import KaggleKernels
+from .ledger import Entry, Ledger, Run, now_iso
+from .workspace import Workspace
+
+LOG_TAIL_LINES = 12
+
+
+@dataclass
+class StatusRow:
+    """One line of the status table."""
+
+    experiment: str
+    kernel: str = ""
+    version: int | None = None
+    state: str = "not pushed"
+    elapsed: float | None = None  # seconds from push to finish (or to now)
+    failure: str = ""
+    attempt: int = 0  # how many versions this batch pushed for it (resumes and retries included)
+    log_tail: list[str] = field(default_factory=list)
+    pack: str = ""  # the pack whose kernel runs it, if any
+
+    @property
+    def finished(self) -> bool:
+        from .kaggle_api import FINISHED_STATES
+
+        return self.state in FINISHED_STATES or self.state in ("not pushed", "skipped", "pulled", "gave up")
+
+
+def _seconds_between(start: str, end: str = "") -> float | None:
+    try:
+        t0 = datetime.fromisoformat(start)
+        t1 = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    except ValueError:
+        return None
+    return max(0.0, (t1 - t0).total_seconds())
+
+
+def row_for(name: str, kernel: str, run: Run | None, pack: str = "") -> StatusRow:
+    if run is None:
+        return StatusRow(name, kernel, pack=pack)
+    return StatusRow(name, kernel, run.version, run.state, _seconds_between(run.pushed_at, run.finished_at),
+                     run.failure, pack=pack)
+
+
+def refresh_entry(api: KaggleKernels, name: str, entry: Entry) -> bool:
+    """`refresh_run` for experiment `name`'s latest version (in a pack, its checkpoint is in `name/`)."""
+    return entry.latest is not None and refresh_run(api, entry.kernel, entry.latest, entry.output_prefix(name))
+
+
+def refresh_run(api: KaggleKernels, kernel: str, run: Run, prefix: str = "") -> bool:
+    """Ask Kaggle for `run`'s state and update it in place; True when it has just finished.
+
+    A run that ends without completing is checked for a checkpoint (`prefix` + checkpoint_last.pt in its
+    output), so a later push can resume it."""
+    if run.finished:
+        return False
+    status = api.status(kernel, run.version)
+    run.state = status.state
+    if status.failure:
+        run.failure = status.failure
+    if not status.finished:
+        return False
+    run.finished_at = now_iso()
+    if status.state != "complete":
+        names = {f.name for f in api.outputs(kernel, run.version).files}
+        run.has_checkpoint = prefix + CHECKPOINT_LAST in names
+    return True
+
+
+def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
+            log_lines: int = LOG_TAIL_LINES) -> list[StatusRow]:
+    """The state of every named experiment's latest version (all in the ledger when `names` is None),
+    asked of Kaggle for those not yet finished and recorded in the ledger. Failed runs carry their log's
+    last lines."""
+    ledger = Ledger(ws.results)
+    wanted = names if names is not None else sorted(ledger.load())
+    with ledger.update() as entries:
+        for name in wanted:
+            if name in entries:
+                refresh_entry(api, name, entries[name])
+        rows = [row_for(n, entries[n].kernel, entries[n].latest, entries[n].pack_name) if n in entries else row_for(n, "", None)
+                for n in wanted]
+    for row in rows:
+        if row.state in ("error", "cancel_acknowledged") and log_lines:
+            row.log_tail = api.log(row.kernel, row.version).rstrip().splitlines()[-log_lines:]
+    return rows
+
+
+def watch(ws: Workspace, api: KaggleKernels, names: list[str] | None = None, *, interval: float = 15.0,
+          on_update: Callable[[list[StatusRow]], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> list[StatusRow]:
+    """`refresh` every `interval` seconds until every run has finished; returns the final rows."""
+    while True:
+        rows = refresh(ws, api, names, log_lines=0)
+        if on_update:
+            on_update(rows)
+        if all(r.finished for r in rows):
+            return refresh(ws, api, names)
+        sleep(interval)
+
+
+def _elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+_STATE_STYLE = {"complete": "green", "pulled": "green", "running": "cyan", "queued": "yellow",
+                "error": "red", "gave up": "red", "waiting for slot": "yellow"}
+
+
+def status_table(rows: list[StatusRow], title: str | None = None) -> Table:
+    """experiment, kernel, version, state, elapsed, failure reason."""
+    table = Table(title=title, title_justify="left")
+    for column in ("experiment", "kernel", "version", "state", "elapsed", "failure reason"):
+        table.add_column(column, no_wrap=column != "failure reason", overflow="fold")
+    for r in rows:
+        style = _STATE_STYLE.get(r.state, "")
+        state = f"[{style}]{r.state}[/]" if style else r.state
+        version = "" if r.version is None else f"v{r.version}"
+        if r.attempt > 1:
+            version += f" (try {r.attempt})"
+        experiment = r.experiment + (f"\n[dim]in {r.pack}[/]" if r.pack else "")  # the pack's own line: keeps the column narrow
+        table.add_row(experiment, r.kernel, version, state, _elapsed(r.elapsed), r.failure)
+    return table
+
+
+def failure_details(rows: list[StatusRow]) -> list[tuple[str, str, list[str]]]:
+    """(experiment, reason, last log lines) of every failed run, for printing under the table."""
+    return [(r.experiment, r.failure or r.state, r.log_tail) for r in rows if r.log_tail or r.state == "error"]
+

@@ -1,0 +1,86 @@
+"""Chaos: 20 tiny experiments through an emulator with every fault switched on, under Kaggle's cap of two
+sessions. All must end complete and pulled, with continuous histories and a consistent ledger."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+from kagglerun.core.contract import file_sha256
+from kagglerun.emulator_faults import FAULTS, FaultConfig
+from kagglerun.kaggle_api import ENDPOINT_ENV, Credentials, KaggleKernels, RetryPolicy
+from kagglerun.ledger import Ledger
+from kagglerun.pull import pull_experiments
+from kagglerun.push import push_experiments
+from kagglerun.workspace import Workspace
+
+from kaggle_fixtures import KEY, USER, make_workspace, start_emulator, tiny_toml
+
+EXPERIMENTS = 20
+EPOCHS = 2
+FAULT_RATES = dict(http_500=0.03, http_503=0.03, http_429=0.03, drop=0.03, slow=0.03, truncate=0.04,
+                   cap_reject=0.15, crash=0.08, timeout=0.08, stale=0.25)
+
+# The workspace's own main cell (it overrides the package's): the real epoch loop, resume and output
+# contract, without the costs a tiny run does not need: importing torchvision for its version string
+# (about 3 s per session here) and drawing curves.
+FAST_MAIN = """
+_versions = lambda: {"python": platform.python_version(), "torch": torch.__version__}
+plot_curves = lambda path, rows, title: None
+summary = main("run.json")
+"""
+
+
+def test_chaos_every_fault_survived(tmp_path, monkeypatch):
+    assert set(FAULT_RATES) == set(FAULTS)  # every fault the emulator knows is switched on
+    faults = FaultConfig(**FAULT_RATES, retry_after=0.2, slow_seconds=0.3, crash_after=2.0, timeout_after=5.0, seed=7)
+    # One thread per session: two sessions on a 2-core runner otherwise fight over the cores.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    handle = start_emulator(tmp_path / "emu", workers=2, gpu_session_cap=2, faults=faults)
+    try:
+        names = [f"chaos_{i:02d}" for i in range(EXPERIMENTS)]
+        ws = Workspace(make_workspace(tmp_path / "ws", {n: tiny_toml(seed=i, epochs=EPOCHS) for i, n in enumerate(names)}))
+        (ws.templates).mkdir()
+        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        api = KaggleKernels(Credentials(USER, KEY), environ={ENDPOINT_ENV: handle.url},
+                            retry=RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=0.5))
+        start = time.time()
+        report = push_experiments(ws, names, api=api, wait=True, max_running=2, retries=6, poll_seconds=0.3)
+        pushed_s = time.time() - start
+        pulled = pull_experiments(ws, names, api=api, sleep=lambda s: time.sleep(0.05))
+        elapsed = time.time() - start
+        stats = handle.stats()
+    finally:
+        handle.stop()
+
+    assert [r.state for r in report.rows] == ["complete"] * EXPERIMENTS, [(r.experiment, r.state, r.failure) for r in report.rows]
+    assert [p.action for p in pulled] == ["pulled"] * EXPERIMENTS, [(p.experiment, p.detail) for p in pulled]
+    assert stats["peak_running"] <= 2
+
+    entries = Ledger(ws.results).load()
+    resumed = 0
+    for name in names:
+        entry = entries[name]
+        versions = [r.version for r in entry.runs]
+        assert versions == sorted(set(versions)), f"{name}: versions out of order {versions}"
+        assert all(r.finished and r.state != "complete" for r in entry.runs[:-1]), name
+        latest = entry.latest
+        assert latest.state == "complete" and latest.pulled_at and latest.epochs_done == EPOCHS, name
+        assert latest.resumes is None or latest.resumes in versions[:-1]
+        folder = ws.result_dir(name)
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["state"] == "complete" and summary["settings_hash"] == latest.settings_hash
+        with open(folder / "history.csv") as f:
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, EPOCHS + 1)), name
+        for file, expected in json.loads((folder / "manifest.json").read_text()).items():
+            assert file_sha256(folder / file) == expected["sha256"]
+        resumed += summary["resumed_from_epoch"] is not None
+
+    injected = {k: v for k, v in stats["faults_injected"].items() if v}
+    extra_versions = sum(len(e.runs) - 1 for e in entries.values())
+    print(f"\nchaos: {EXPERIMENTS} experiments, cap 2, {elapsed:.0f} s ({pushed_s:.0f} s pushing and following)")
+    print(f"faults injected: {sum(injected.values())} {injected}")
+    print(f"survived by the client: {dict(sorted(api.counters.items()))}; versions pushed again: {extra_versions} "
+          f"({resumed} resumed from a checkpoint); experiments lost: 0")

@@ -1,0 +1,72 @@
+"""The ledger in results/: readable, atomic, serialised, and never silently overwritten when corrupt."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from kagglerun.errors import LedgerError
+from kagglerun.ledger import Entry, Ledger, Run
+
+
+def _run(version: int, **kw) -> Run:
+    return Run(version=version, settings_hash="s" * 16, core_hash="c" * 16, pushed_at="2024-01-01T00:00:00+00:00", **kw)
+
+
+def test_round_trip_is_indented_json_with_history(tmp_path):
+    ledger = Ledger(tmp_path)
+    with ledger.update() as entries:
+        entries["bsln_4"] = Entry("ann/kagglerun-bsln-4", [_run(1, state="error"), _run(2, resumes=1)])
+    text = (tmp_path / "ledger.json").read_text()
+    assert text.startswith("{\n  ") and '"kernel": "ann/kagglerun-bsln-4"' in text
+    loaded = ledger.load()["bsln_4"]
+    assert [r.version for r in loaded.runs] == [1, 2] and loaded.latest.resumes == 1
+
+
+def test_previous_version_is_kept_as_bak(tmp_path):
+    ledger = Ledger(tmp_path)
+    with ledger.update() as entries:
+        entries["a"] = Entry("ann/a-kernel", [_run(1)])
+    first = (tmp_path / "ledger.json").read_text()
+    with ledger.update() as entries:
+        entries["a"].latest.state = "complete"
+    assert (tmp_path / "ledger.json.bak").read_text() == first
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "corrupt ledger"),
+    ('{"format": 1}', 'no "experiments" object'),
+    ('{"format": 9, "experiments": {}}', "ledger format 9 is not 1"),
+    ('{"format": 1, "experiments": {"a": {"runs": []}}}', "entry 'a'"),
+    ('{"format": 1, "experiments": {"a": {"kernel": "x/y", "runs": [{"version": 1, "bogus": 2}]}}}', "entry 'a'"),
+])
+def test_corrupt_ledger_is_a_clear_error_and_is_never_overwritten(tmp_path, content, message):
+    path = tmp_path / "ledger.json"
+    path.write_text(content)
+    ledger = Ledger(tmp_path)
+    with pytest.raises(LedgerError, match=message) as e:
+        with ledger.update() as entries:
+            entries["b"] = Entry("ann/b-kernel")
+    assert str(path) in str(e.value) and "will not overwrite" in str(e.value)
+    assert path.read_text() == content
+
+
+def test_concurrent_updates_lose_nothing(tmp_path):
+    ledger = Ledger(tmp_path)
+
+    def add(i: int) -> None:
+        for v in range(1, 6):
+            with Ledger(tmp_path).update() as entries:
+                entries.setdefault(f"exp_{i}", Entry(f"ann/exp-{i}")).runs.append(_run(v))
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = ledger.load()
+    assert sorted(entries) == [f"exp_{i}" for i in range(6)]
+    assert all([r.version for r in e.runs] == [1, 2, 3, 4, 5] for e in entries.values())
+    json.loads((tmp_path / "ledger.json").read_text())
