@@ -3,4 +3,4 @@
 Its modules, in the order they are inlined (each may use names defined by the ones before it): MODULES.
 """
 
-MODULES = ("contract", "engine", "data", "augment", "models", "torch_engine", "train")
+MODULES = ("contract", "engine", "data", "augment", "models", "torch_engine", "pack", "train")

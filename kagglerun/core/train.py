@@ -21,6 +21,7 @@ from .contract import (
 )
 from .data import input_root, load_data
 from .engine import ENGINES
+from .pack import run_pack
 
 RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
 
@@ -41,13 +42,14 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import torchvision
+    from importlib import metadata
 
-        versions["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("torchvision", "numpy"):
+        try:  # the installed version, without paying for an import
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
     if torch.cuda.is_available():
         versions["cuda"] = str(torch.version.cuda)
     return versions
@@ -181,10 +183,18 @@ def _publish(out: Path, summary: dict[str, Any], history: list[dict[str, Any]], 
     write_manifest(out)
 
 
-def main(run_file: str = RUN_FILE, out_dir: str = ".") -> dict[str, Any]:
-    """Entry point of a rendered notebook: read the settings cell's file and train."""
+def main(run_file: str = RUN_FILE, out_dir: str = ".", member: int | None = None) -> dict[str, Any]:
+    """Entry point of a rendered notebook: read the settings cell's file and train.
+
+    A packed file lists several runs: each trains into out_dir/<experiment>/ (pack.py), and the result
+    is {experiment: summary}; `member` trains only run number `member` of it."""
     with open(run_file) as f:
         spec = json.load(f)
+    if "runs" in spec:
+        if member is None:
+            return run_pack(spec["runs"], run_file, out_dir, lambda i: main(run_file, out_dir, i))
+        spec = spec["runs"][member]
+        out_dir = os.path.join(out_dir, spec["experiment"])
     settings = spec["settings"]
     if settings_hash(settings) != spec["settings_hash"]:
         raise RuntimeError(f"{run_file}: settings do not match their hash; render the notebook again")
