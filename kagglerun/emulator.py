@@ -595,6 +595,11 @@ class Emulator:
         for name, source in s.dataset_inputs.items():
             shutil.copytree(source, inputs / name, dirs_exist_ok=True)
         env = {"KAGGLERUN_INPUT": str(inputs), "KAGGLE_KERNEL_RUN_TYPE": "Batch"}
+        # Each session gets its share of the CPUs, as each Kaggle session has its own machine: with every
+        # session's torch using every core, two sessions on two cores ran 10x slower than one after another.
+        share = str(max(1, (os.cpu_count() or 1) // self.config.workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = os.environ.get(var, share)
         if self.config.data_dir is not None:
             env["KAGGLERUN_DATA"] = str(Path(self.config.data_dir).expanduser().resolve())
         job = {"notebook": str(folder / "source.ipynb"), "cwd": str(working), "env": env,
