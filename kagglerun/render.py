@@ -32,14 +32,14 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 
 
 def default_owner() -> str:
-    """The Kaggle username from $KAGGLE_USERNAME or ~/.kaggle/kaggle.json, else a placeholder (push
-    renders again with the authenticated user)."""
-    if os.environ.get("KAGGLE_USERNAME"):
-        return os.environ["KAGGLE_USERNAME"]
-    config = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    """The Kaggle username of the credentials the client would use, else a placeholder (push renders again
+    with the authenticated user)."""
+    from .errors import CredentialsError
+    from .kaggle_api import load_credentials
+
     try:
-        return str(json.loads(config.read_text())["username"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_credentials().username
+    except CredentialsError:
         return PLACEHOLDER_OWNER
 
 
