@@ -289,7 +289,8 @@ def report(experiments: tuple[str, ...], out_dir: str | None) -> None:
     from .report import build_report, terminal_table
 
     ws = _workspace()
-    built = build_report(ws.results, out_dir, list(experiments) or None, templates=ws.templates)
+    # workers=None: draw figures in one process per CPU when there are enough of them to pay (BENCHMARKS.md)
+    built = build_report(ws.results, out_dir, list(experiments) or None, templates=ws.templates, workers=None)
     console.print(terminal_table(built))
     console.print(f"report: {built.html}", highlight=False, soft_wrap=True)
 
