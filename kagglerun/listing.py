@@ -5,31 +5,39 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
 
 from .errors import ExperimentError
 from .workspace import Workspace
 
 
-def experiments_table(ws: Workspace) -> Table:
-    """One row per experiment with its key settings; an invalid file shows its error in its row."""
-    table = Table(title=f"experiments in {ws.experiments}", title_justify="left")
-    for column in ("experiment", "engine", "model", "data", "optimizer", "lr", "epochs", "batch", "BN", "dropout",
-                   "jitter", "group"):
-        table.add_column(column, overflow="fold")
+def experiments_table(ws: Workspace) -> Group:
+    """One table per report group, one row per experiment with its key settings; an invalid file shows its error."""
+    rows: dict[str, list[tuple[str, ...]]] = {}
     for name in ws.store().names():
         try:
             s = ws.store().load(name)
         except ExperimentError as e:
-            table.add_row(name, f"[red]{e}[/]")
+            rows.setdefault("invalid experiment files", []).append((name, f"[red]{e}[/]"))
             continue
-        table.add_row(
-            name, s.engine, f"{s.model.name}" + (f" x{s.model.width:g}" if s.model.width != 1 else ""),
-            s.data.dataset, s.training.optimizer, f"{s.training.lr:g}", str(s.training.epochs),
-            str(s.training.batch_size), "yes" if s.model.batchnorm else "no", s.model.dropout,
-            "yes" if s.data.color_jitter else "no", s.report.group,
-        )
-    return table
+        model = s.model.name + (f" x{s.model.width:g}" if s.model.width != 1 else "")
+        rows.setdefault(s.report.group or "(no report group)", []).append((
+            name, model + (f" ({s.engine})" if s.engine != "torch" else ""), s.data.dataset,
+            f"{s.training.optimizer} {s.training.lr:.3g}", str(s.training.epochs), str(s.training.batch_size),
+            "yes" if s.model.batchnorm else "no", s.model.dropout, "yes" if s.data.color_jitter else "no",
+        ))
+    tables = []
+    for group, members in sorted(rows.items()):
+        table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                      pad_edge=False)
+        for column in ("experiment", "model", "data", "optimizer", "epochs", "batch", "BN", "dropout", "jitter"):
+            table.add_column(column, overflow="fold")
+        for row in members:
+            table.add_row(*row)
+        tables.append(table)
+    return Group(f"experiments in {ws.experiments}", *tables)
 
 
 def _toml_value(value: Any) -> str:
