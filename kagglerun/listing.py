@@ -8,6 +8,7 @@ from typing import Any
 from rich import box
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from .errors import ExperimentError
 from .workspace import Workspace
@@ -16,11 +17,12 @@ from .workspace import Workspace
 def experiments_table(ws: Workspace) -> Group:
     """One table per report group, one row per experiment with its key settings; an invalid file shows its error."""
     rows: dict[str, list[tuple[str, ...]]] = {}
+    invalid: list[Text] = []
     for name in ws.store().names():
         try:
             s = ws.store().load(name)
         except ExperimentError as e:
-            rows.setdefault("invalid experiment files", []).append((name, f"[red]{e}[/]"))
+            invalid.append(Text(f"{name}: {e}", style="red"))
             continue
         model = s.model.name + (f" x{s.model.width:g}" if s.model.width != 1 else "")
         rows.setdefault(s.report.group or "(no report group)", []).append((
@@ -37,7 +39,7 @@ def experiments_table(ws: Workspace) -> Group:
         for row in members:
             table.add_row(*row)
         tables.append(table)
-    return Group(f"experiments in {ws.experiments}", *tables)
+    return Group(f"experiments in {ws.experiments}", *tables, *invalid)
 
 
 def _toml_value(value: Any) -> str:

@@ -85,3 +85,21 @@ def test_unknown_names_and_empty_globs(workspace):
     assert store.select(["ti*"]) == ["tiny"]
     result = CliRunner().invoke(main, ["render", "zzz_*"])
     assert result.exit_code == 1 and "matches no experiment" in result.output
+
+
+def test_list_shows_every_experiment_and_marks_an_invalid_one(workspace):
+    write_experiment(workspace, "broken", 'extends = "tiny"\n[training]\nlr = -1\n')
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0, result.output
+    assert "tiny" in result.output and "x0.125" in result.output and "Demo: digits" in result.output
+    assert "broken" in result.output and "training.lr: Input should be greater than 0" in " ".join(result.output.split())
+
+
+def test_show_prints_resolved_settings_as_toml(workspace):
+    import tomllib
+
+    result = CliRunner().invoke(main, ["show", "tiny"])
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert shown["model"]["width"] == 0.125 and shown["data"]["dataset"] == "digits"
+    assert shown["training"]["epochs"] == 2 and "train_limit" not in shown["data"]  # unset: a comment
