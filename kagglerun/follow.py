@@ -11,12 +11,13 @@ from typing import Callable
 
 from rich.table import Table
 
-from .core.contract import CHECKPOINT_LAST
+from .errors import PullError
 from .kaggle_api import KaggleKernels
 from .ledger import Entry, Ledger, Run, now_iso
 from .workspace import Workspace
 
 LOG_TAIL_LINES = 12
+STOPPED = "stopped (time budget)"  # a row's state: Kaggle says complete, the run's summary says stopped
 
 
 @dataclass
@@ -37,7 +38,7 @@ class StatusRow:
     def finished(self) -> bool:
         from .kaggle_api import FINISHED_STATES
 
-        return self.state in FINISHED_STATES or self.state in ("not pushed", "skipped", "pulled", "gave up")
+        return self.state in FINISHED_STATES or self.state in ("not pushed", "skipped", "pulled", "gave up", STOPPED)
 
 
 def _seconds_between(start: str, end: str = "") -> float | None:
@@ -50,10 +51,17 @@ def _seconds_between(start: str, end: str = "") -> float | None:
 
 
 def row_for(name: str, kernel: str, run: Run | None, pack: str = "") -> StatusRow:
+    """The row of experiment `name`'s run: Kaggle's state of its session, unless the run's own summary
+    (once read) says more: stopped by its time budget, or, in a pack whose kernel failed, complete or failed."""
     if run is None:
         return StatusRow(name, kernel, pack=pack)
-    return StatusRow(name, kernel, run.version, run.state, _seconds_between(run.pushed_at, run.finished_at),
-                     run.failure, pack=pack)
+    state, failure = run.state, run.failure
+    if run.finished and run.run_state == "stopped":
+        state = STOPPED
+    elif run.finished and pack and run.run_state in ("complete", "failed"):
+        state, failure = ("complete", "") if run.run_state == "complete" else ("error", failure)
+    return StatusRow(name, kernel, run.version, state, _seconds_between(run.pushed_at, run.finished_at),
+                     failure, pack=pack)
 
 
 def refresh_entry(api: KaggleKernels, name: str, entry: Entry) -> bool:
@@ -65,7 +73,9 @@ def refresh_run(api: KaggleKernels, kernel: str, run: Run, prefix: str = "") -> 
     """Ask Kaggle for `run`'s state and update it in place; True when it has just finished.
 
     A run that ends without completing is checked for a checkpoint (`prefix` + checkpoint_last.pt in its
-    output), so a later push can resume it."""
+    output), so a later push can resume it. One that completes, and a pack's member whatever the kernel's
+    end, has its summary.json read (`pull.read_outcome`, one try): a run stopped by its time budget ends
+    COMPLETE on Kaggle, and a member may have completed in a pack whose other member failed."""
     if run.finished:
         return False
     status = api.status(kernel, run.version)
@@ -75,9 +85,12 @@ def refresh_run(api: KaggleKernels, kernel: str, run: Run, prefix: str = "") -> 
     if not status.finished:
         return False
     run.finished_at = now_iso()
-    if status.state != "complete":
-        names = {f.name for f in api.outputs(kernel, run.version).files}
-        run.has_checkpoint = prefix + CHECKPOINT_LAST in names
+    from .pull import Unverified, read_outcome  # pull builds on this module
+
+    try:
+        read_outcome(api, kernel, run, prefix)
+    except (Unverified, PullError):  # not verifiable now (e.g. stale output): `pull` settles it, with retries
+        pass
     return True
 
 
@@ -122,7 +135,7 @@ def _elapsed(seconds: float | None) -> str:
 
 
 _STATE_STYLE = {"complete": "green", "pulled": "green", "running": "cyan", "queued": "yellow",
-                "error": "red", "gave up": "red", "waiting for slot": "yellow"}
+                "error": "red", "gave up": "red", "waiting for slot": "yellow", STOPPED: "yellow"}
 
 
 def status_table(rows: list[StatusRow], title: str | None = None) -> Table:

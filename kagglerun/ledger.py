@@ -3,7 +3,8 @@
 One entry per experiment, holding every pushed version in order (the last is the current one), so a
 resumed experiment keeps the history of the sessions that made it. A packed experiment's entry names the
 pack's kernel and carries `"pack": {"name": "pack_a_b", "members": ["a", "b"]}`; its runs hold its own
-settings hash, so each member is judged (skipped, pulled, verified) on its own:
+settings hash, so each member is judged (skipped, pulled, verified) on its own, and its `run_state` says how
+its own training ended when that differs from the kernel's (one member failing fails the kernel):
 
     {"format": 1, "experiments": {"bsln_4": {"kernel": "ann/kagglerun-bsln-4", "runs": [
         {"version": 3, "settings_hash": "…", "core_hash": "…", "pushed_at": "…", "state": "complete",
@@ -49,7 +50,9 @@ class Run:
     resumes: int | None = None  # the version whose checkpoint this one was given as input
     has_checkpoint: bool = False  # its output holds checkpoint_last.pt (so a later push can resume it)
     epochs_done: int | None = None  # from the pulled summary
-    run_state: str = ""  # the summary's own state: complete, or stopped by its time budget
+    # The run's own summary.json state once read (at its end or on pull): complete; stopped by its time budget
+    # (Kaggle still says complete; the next push resumes it); failed (a pack member: its kernel's state is error)
+    run_state: str = ""
     pulled_at: str = ""
     session_id: int = 0  # Kaggle's id of this version's session (to cancel it)
 

@@ -9,10 +9,17 @@ never overwritten by an error page, a partial file or stale output. The session 
 A pack's kernel holds each member's output in `<member>/`, with its own manifest; each member is pulled
 into results/<member>/ by the same verified path, judged against its own settings hash, and the members
 of one pack share one output listing.
+
+A pack's kernel ends in error when any member failed; each member whose own summary.json says "complete" is
+still pulled, and a member that failed (or left no output) is reported with its reason, without waiting
+for output that will never come. A run stopped by its time budget (summary.json "stopped") is pulled too,
+and recorded as stopped with its checkpoint, so the next push resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -22,9 +29,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable
+from typing import Callable, Iterator
 
-from .core.contract import MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256
+from .core.contract import CHECKPOINT_LAST, MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256
 from .errors import PullError
 from .follow import refresh_entry
 from .kaggle_api import DownloadFailed, KaggleKernels, OutputFile, Outputs, log_text
@@ -38,6 +45,10 @@ FILE_TRIES = 3  # per file and attempt: downloads tried again after a short body
 
 class _Retry(Exception):
     """This attempt got something wrong from the server (short file, bad checksum, stale output)."""
+
+
+class Unverified(Exception):
+    """Every attempt at a run's output got something wrong; args[0] lists what, attempt by attempt."""
 
 
 @dataclass
@@ -105,7 +116,9 @@ class _Downloader:
         self.api, self.kernel, self.listing = listing.api, listing.kernel, listing
         self.run, self.staging, self.prefix = run, staging, prefix
 
-    def fetch(self) -> tuple[dict, str]:
+    def fetch(self, only: tuple[str, ...] | None = None) -> tuple[dict, dict, str]:
+        """Download the manifest's files (only those in `only`, when given) verified, into the staging folder;
+        returns the summary, the manifest and the session log."""
         outputs = self.listing.get()
         by_name: dict[str, OutputFile] = {}
         for f in outputs.files:
@@ -120,6 +133,8 @@ class _Downloader:
         for name, expected in sorted(manifest.items()):
             if not safe_output_name(name) or "/" in name:
                 raise PullError(f"{self.kernel} v{self.run.version}: refusing manifest entry {name!r}")
+            if only is not None and name not in only:
+                continue
             if name not in by_name:
                 raise _Retry(f"{name} is in the manifest but not in the output listing")
             self._download_verified(by_name[name], name, expected)
@@ -129,7 +144,7 @@ class _Downloader:
         stale = _stale_reason(summary, self.run)
         if stale:
             raise _Retry(f"stale output: {stale}")
-        return summary, log_text(outputs.log)
+        return summary, manifest, log_text(outputs.log)
 
     def _manifest(self, item: OutputFile) -> dict:
         path = self.staging / MANIFEST_FILE
@@ -182,6 +197,71 @@ def _swap_in(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _fetch_verified(listing: _Listing, run: Run, prefix: str, *, attempts: int, sleep: Callable[[float], None],
+                    staging_in: Path | None = None, only: tuple[str, ...] | None = None,
+                    into: Callable[[Path, str], None] | None = None) -> tuple[dict, dict, list[str]]:
+    """Fetch `run`'s verified output (see `_Downloader`) into a staging folder, up to `attempts` times with a
+    fresh listing and a growing pause between them; `into(staging, log)` takes what was fetched before the
+    staging folder goes. Returns the summary, the manifest and what went wrong in the bad attempts; raises
+    Unverified when every attempt went wrong. OSError (a full disk) is the caller's to explain."""
+    problems: list[str] = []
+    for attempt in range(1, attempts + 1):
+        staging = Path(tempfile.mkdtemp(prefix=f".pull-{run.version}-", dir=staging_in))
+        try:
+            summary, manifest, log = _Downloader(listing, run, staging, prefix).fetch(only)
+            if into is not None:
+                into(staging, log)
+            return summary, manifest, problems
+        except _Retry as e:
+            listing.forget()
+            problems.append(str(e))
+            listing.api.counters["pull_retries"] += 1
+            if attempt < attempts:
+                sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    raise Unverified(problems)
+
+
+def _note_summary(run: Run, summary: dict, manifest: dict) -> None:
+    """Record in `run` what its own summary.json says: complete, stopped by its time budget, or failed."""
+    run.run_state = str(summary.get("state") or "")
+    run.epochs_done = summary.get("epochs_done")
+    run.has_checkpoint = run.has_checkpoint or CHECKPOINT_LAST in manifest
+    if run.run_state == "failed" and summary.get("error"):
+        run.failure = str(summary["error"])
+
+
+def read_outcome(api: KaggleKernels, kernel: str, run: Run, prefix: str = "", *, listing: _Listing | None = None,
+                 attempts: int = 1, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Record in the finished `run` what its output says (a pack member's under `prefix`): whether it holds
+    a checkpoint to resume from and, from its verified summary.json, how the training ended (`_note_summary`).
+
+    A single run that did not complete is only checked for its checkpoint. A pack member that left no
+    output at all is failed at once, with the kernel's failure as its reason; output that cannot be verified
+    in `attempts` tries leaves the outcome unknown: Unverified (or PullError for output that must be refused)."""
+    listing = listing or _Listing(api, kernel, run.version)
+    names = {f.name for f in listing.get().files}
+    run.has_checkpoint = run.has_checkpoint or prefix + CHECKPOINT_LAST in names
+    if run.state != "complete" and not prefix:
+        return
+    if prefix + MANIFEST_FILE not in names and run.state != "complete":
+        run.run_state = "failed"  # nothing to wait for: the kernel ended without this member writing anything
+        return
+    summary, manifest, _ = _fetch_verified(listing, run, prefix, attempts=attempts, sleep=sleep, only=(SUMMARY_FILE,))
+    _note_summary(run, summary, manifest)
+
+
+def describe_outcome(run: Run) -> str:
+    """How a finished run's training ended, in words (empty while unknown)."""
+    if run.run_state == "stopped":
+        epochs = f" after {run.epochs_done} epochs" if run.epochs_done is not None else ""
+        return f"stopped by its time budget{epochs}; push again to resume"
+    if run.run_state == "failed":
+        return f"failed: {run.failure or 'no reason given'}"
+    return run.run_state
+
+
 def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = False, attempts: int = ATTEMPTS,
              sleep: Callable[[float], None] = time.sleep,
              listings: dict[tuple[str, int], _Listing] | None = None) -> PullResult:
@@ -199,49 +279,63 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
             run = entries[name].latest
     if not run.finished:
         return PullResult(name, "skipped", f"v{run.version} is still {run.state}")
-    if run.state != "complete":
-        return PullResult(name, "skipped", f"v{run.version} ended {run.state}: {run.failure or 'no reason given'}")
+    of_pack = f" of {entry.pack_name}" if entry.pack else ""
+    listings = {} if listings is None else listings
+    listing = listings.setdefault((entry.kernel, run.version), _Listing(api, entry.kernel, run.version))
     final = ws.result_dir(name)
+    if run.state != "complete":
+        if not entry.pack:
+            return PullResult(name, "skipped", f"v{run.version} ended {run.state}: {run.failure or 'no reason given'}")
+        # A pack's kernel fails when any member does: this member's own summary says whether it completed
+        if not run.run_state:  # not learnt when the kernel ended (refresh): read it now, and keep it
+            run = dataclasses.replace(run)  # the network stays outside the ledger's lock
+            with _pull_errors(ledger, name, entry.kernel, run.version, final):
+                read_outcome(api, entry.kernel, run, entry.output_prefix(name), listing=listing, attempts=attempts,
+                             sleep=sleep)
+            with ledger.update() as entries:
+                if entries[name].latest.version == run.version:
+                    entries[name].runs[-1] = run
+        if run.run_state != "complete":
+            return PullResult(name, "skipped", f"v{run.version}{of_pack} ended {run.state}; {name} "
+                                               f"{describe_outcome(run) or 'left no readable output'}")
     if not force and run.pulled_at and _local_copy_matches(final, run):
         return PullResult(name, "up to date", f"v{run.version}", _best(final))
     ws.results.mkdir(parents=True, exist_ok=True)
-    listings = {} if listings is None else listings
-    listing = listings.setdefault((entry.kernel, run.version), _Listing(api, entry.kernel, run.version))
-    problems: list[str] = []
-    for attempt in range(1, attempts + 1):
-        staging = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=ws.results))
-        try:
-            summary, log = _Downloader(listing, run, staging, entry.output_prefix(name)).fetch()
-            atomic_write_text(staging / LOG_FILE, log)
-            _swap_in(staging, final)
-            break
-        except _Retry as e:
-            listing.forget()
-            problems.append(str(e))
-            api.counters["pull_retries"] += 1
-            sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise PullError(f"{name}: the disk is full while pulling into {ws.results}; "
-                                f"{final} was left as it was — free some space and pull again") from None
-            raise PullError(f"{name}: cannot write into {ws.results}: {e.strerror or e}; "
-                            f"{final} was left as it was") from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    else:
-        reason = problems[-1]
-        with ledger.update() as entries:
-            entries[name].latest.failure = f"pull failed: {reason}"
-        raise PullError(f"{name}: could not get a verified copy of {entry.kernel} v{run.version} in {attempts} "
-                        f"attempts ({reason}); {final} was left as it was")
+
+    def swap_in(staging: Path, log: str) -> None:
+        atomic_write_text(staging / LOG_FILE, log)
+        _swap_in(staging, final)
+
+    with _pull_errors(ledger, name, entry.kernel, run.version, final):
+        summary, manifest, problems = _fetch_verified(listing, run, entry.output_prefix(name), attempts=attempts,
+                                                      sleep=sleep, staging_in=ws.results, into=swap_in)
     with ledger.update() as entries:
         latest = entries[name].latest
         latest.pulled_at = now_iso()
-        latest.run_state = str(summary.get("state") or "")
-        latest.epochs_done = summary.get("epochs_done")
-        latest.has_checkpoint = latest.has_checkpoint or latest.run_state == "stopped"
-    detail = f"v{run.version}" + (f" of {entry.pack_name}" if entry.pack else "") + (f" after {len(problems)} bad attempt(s): {problems[-1]}" if problems else "")
+        _note_summary(latest, summary, manifest)
+        run = latest
+    detail = f"v{run.version}{of_pack}" + (f", {describe_outcome(run)}" if run.run_state != "complete" else "") + \
+        (f" after {len(problems)} bad attempt(s): {problems[-1]}" if problems else "")
     return PullResult(name, "pulled", detail, summary.get("best_test_acc"))
+
+
+@contextlib.contextmanager
+def _pull_errors(ledger: Ledger, name: str, kernel: str, version: int, final: Path) -> Iterator[None]:
+    """Turn a fetch that never got a verified answer (noted in the ledger), or a full disk, into a PullError."""
+    try:
+        yield
+    except Unverified as e:
+        problems = e.args[0]
+        with ledger.update() as entries:
+            entries[name].latest.failure = f"pull failed: {problems[-1]}"
+        raise PullError(f"{name}: could not get a verified copy of {kernel} v{version} in {len(problems)} "
+                        f"attempts ({problems[-1]}); {final} was left as it was") from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise PullError(f"{name}: the disk is full while pulling into {final.parent}; "
+                            f"{final} was left as it was — free some space and pull again") from None
+        raise PullError(f"{name}: cannot write into {final.parent}: {e.strerror or e}; "
+                        f"{final} was left as it was") from None
 
 
 def _best(folder: Path) -> float | None:

@@ -1,6 +1,6 @@
 """Push experiments to Kaggle: render and validate, skip what has not changed, attach a stopped run's own
 output so the new version resumes from its checkpoint, and with `wait` keep at most N sessions running,
-pushing the rest as slots free up and pushing again (resuming) runs that die.
+pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time budget.
 
 A pack (several experiments in one kernel, render.pack_settings) is one plan and one session; the ledger
 records each member under its own name, so a pack is unchanged only when every member is."""
@@ -100,7 +100,8 @@ def _decide(entry: Entry | None, kernel: str, settings_hash: str, core: str, for
         return "push", f"training core changed since v{last.version}", None
     if not last.finished:
         return "skip", f"v{last.version} is {last.state}", None
-    if last.state == "complete" and last.run_state != "stopped":
+    # A run stopped by its time budget ends COMPLETE on Kaggle; a pack member may complete in a kernel that failed
+    if last.run_state == "complete" or (last.state == "complete" and last.run_state != "stopped"):
         return "skip", f"unchanged since v{last.version} (complete); --force pushes it again", None
     return resume_decision(entry, settings_hash)
 
@@ -203,7 +204,8 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
     Without `wait`, push each planned experiment once; Kaggle's session cap stops the batch with
     SessionCapError (what was pushed is in the ledger). With `wait`, keep at most `max_running` sessions
     (those already running count too), push the rest as slots free up, wait out cap rejections, and push
-    again, resuming, an experiment whose session dies, up to `retries` times; return when all have finished.
+    again, resuming, an experiment whose session dies or whose run stops on its time budget (its summary says
+    "stopped" though Kaggle says complete), up to `retries` times; return when all have finished.
     `dry_run` renders and plans only, with no network (`api` may then be None)."""
     event = on_event or (lambda message: None)
     owner = api.username if api is not None else default_owner()

@@ -3,6 +3,7 @@ records each under its own name, status shows both, and pull splits the kernel's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nbformat
@@ -15,14 +16,15 @@ from kagglerun.core.pack import PACK_PROCESSES_ENV
 from kagglerun.errors import PullError
 from kagglerun.experiments import ExperimentStore
 from kagglerun.kaggle_api import connect
-from kagglerun.ledger import Ledger
-from kagglerun.pull import pull_one
+from kagglerun.ledger import Entry, Ledger
+from kagglerun.pull import pull_experiments, pull_one
 from kagglerun.workspace import Workspace
 
 from kaggle_fixtures import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
 PACK = "pack_tiny_a_tiny_b"
 KERNEL = f"{USER}/kagglerun-pack-tiny-a-tiny-b"
+KERNEL_FAILED = f"{USER}/kagglerun-pack-tiny-a-nodata-b"
 
 
 def cli(*args: str):
@@ -111,5 +113,51 @@ def test_push_a_pack_follow_it_and_pull_each_member(pair, tmp_path, monkeypatch)
             pull_one(ws, api, "tiny_b", force=True, attempts=2, sleep=lambda s: None)
         assert pull_one(ws, api, "tiny_a", force=True).action == "pulled"
         assert snapshot(results / "tiny_b") == {k[len("tiny_b/"):]: v for k, v in before.items() if k.startswith("tiny_b/")}
+    finally:
+        handle.stop()
+
+
+def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch):
+    """One member's data set is missing (CIFAR-10 without internet or data): the pack's kernel ends in error,
+    yet the member that completed is pulled, verified, and the failed one is reported with its own reason,
+    at once: a member with no output to wait for is never retried."""
+    monkeypatch.setattr(cli_module.console, "width", 200)
+    no_data = tiny_toml(seed=4, epochs=1).replace('dataset = "synthetic"', 'dataset = "cifar10"')
+    ws_root = make_workspace(tmp_path / "ws", {"tiny_a": tiny_toml(seed=1, epochs=1), "nodata_b": no_data})
+    monkeypatch.chdir(ws_root)
+    handle = start_emulator(tmp_path / "emu", workers=1, gpu_session_cap=2)
+    try:
+        client_env(monkeypatch, tmp_path / "home", handle.url)
+        monkeypatch.setenv(PACK_PROCESSES_ENV, "0")
+        code, out, err = cli("push", "--pack", "tiny_a,nodata_b", "--wait", "--retries", "0", "--poll", "0.3")
+        assert code != 0 and "1 of 2 experiments did not complete: nodata_b" in err, err
+        assert "data set 'cifar10' not found" in err
+
+        code, out, err = cli("status")
+        table = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
+        assert "complete" in table["tiny_a"] and "not found" not in table["tiny_a"], out
+        assert "error" in table["nodata_b"] and "DataNotFound: data set 'cifar10' not found" in table["nodata_b"], out
+
+        ws, api = Workspace(ws_root), connect()
+        sleeps: list[float] = []
+        results = {r.experiment: r for r in pull_experiments(ws, ["tiny_a", "nodata_b"], api=api, sleep=sleeps.append)}
+        assert results["tiny_a"].action == "pulled" and "of pack_tiny_a_nodata_b" in results["tiny_a"].detail
+        assert results["nodata_b"].action == "skipped" and "failed: DataNotFound" in results["nodata_b"].detail
+        check_contract(ws.results / "tiny_a", ExperimentStore(ws.experiments).load("tiny_a").hash, 1)
+        assert not (ws.results / "nodata_b").exists() and sleeps == []
+        entries = Ledger(ws.results).load()
+        assert entries["tiny_a"].latest.state == "error" and entries["tiny_a"].latest.run_state == "complete"
+        # The pack is pushed again for the failed member only; the completed one is unchanged.
+        code, out, err = cli("push", "--pack", "tiny_a,nodata_b", "--dry-run")
+        assert code == 0 and "would push" in out and "nodata_b: v1 ended failed" in out and "tiny_a:" not in out, out
+
+        # A member that left no output at all (its process died before writing) fails at once, with the
+        # kernel's failure as its reason: no listing asked again, no sleep.
+        with Ledger(ws.results).update() as entries:
+            ghost = dataclasses.replace(entries["nodata_b"].latest, run_state="", failure="Kernel failed")
+            entries["ghost_c"] = Entry(KERNEL_FAILED, [ghost], entries["nodata_b"].pack)
+        result = pull_one(ws, api, "ghost_c", sleep=sleeps.append)
+        assert result.action == "skipped" and "ghost_c failed: Kernel failed" in result.detail and sleeps == []
+        assert Ledger(ws.results).entry("ghost_c").latest.run_state == "failed"
     finally:
         handle.stop()
