@@ -82,6 +82,8 @@ def test_log_text_reads_kaggles_json_events():
     raw = json.dumps([{"stream_name": "stdout", "time": 1.0, "data": "epoch 1\n"}, {"data": "epoch 2\n"}])
     assert log_text(raw) == "epoch 1\nepoch 2\n"
     assert log_text("plain\n") == "plain\n"
+    coloured = json.dumps([{"stream_name": "stderr", "time": 1, "data": "\x1b[0;31mValueError\x1b[0m: bad\n"}])
+    assert log_text(coloured) == "ValueError: bad\n"
 
 
 @pytest.fixture(scope="module")
