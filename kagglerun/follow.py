@@ -142,7 +142,8 @@ def status_table(rows: list[StatusRow], title: str | None = None) -> Table:
     """experiment, kernel, version, state, elapsed, failure reason."""
     table = Table(title=title, title_justify="left")
     for column in ("experiment", "kernel", "version", "state", "elapsed", "failure reason"):
-        table.add_column(column, no_wrap=column != "failure reason", overflow="fold")
+        # On a narrow terminal the kernel id and the reason fold; the short columns stay whole.
+        table.add_column(column, no_wrap=column not in ("kernel", "failure reason"), overflow="fold")
     for r in rows:
         style = _STATE_STYLE.get(r.state, "")
         state = f"[{style}]{r.state}[/]" if style else r.state
