@@ -285,3 +285,13 @@ def test_no_host_synchronisation_on_the_gpu():
         augment_batch(x[:, :1].contiguous(), g, SEED_AUG)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_colouring_a_large_cpu_batch_in_slices_changes_nothing(monkeypatch):
+    import kagglerun.core.augment as augment
+
+    x = torch.randint(0, 256, (150, 3, 32, 32), dtype=torch.uint8)
+    sliced = augment_batch(x, torch.Generator().manual_seed(7), SEED_AUG)
+    monkeypatch.setattr(augment, "_CPU_COLOUR_SLICE", 10**6)
+    whole = augment_batch(x, torch.Generator().manual_seed(7), SEED_AUG)
+    assert torch.equal(sliced, whole)
