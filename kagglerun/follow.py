@@ -13,7 +13,8 @@ from rich.table import Table
 
 from .errors import PullError
 from .kaggle_api import KaggleKernels
-from .ledger import Entry, Ledger, Run, now_iso
+from .core.contract import now_iso
+from .ledger import Entry, Ledger, Run
 from .workspace import Workspace
 
 LOG_TAIL_LINES = 12

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,10 +29,6 @@ from .errors import LedgerError
 
 LEDGER_FILE = "ledger.json"
 FORMAT = 1
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .core.contract import SUMMARY_FILE
+from .core.contract import SUMMARY_FILE, read_summary
 from .errors import RunError
 from .execute import DATA_ENV, INPUT_ENV, NotebookFailed, execute_notebook
 from .workspace import Workspace
@@ -27,13 +26,6 @@ def move_aside(ws: Workspace, name: str) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(current, target)
     return target
-
-
-def read_summary(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run_local(ws: Workspace, name: str, *, overrides: dict[str, Any] | None = None, fresh: bool = False,

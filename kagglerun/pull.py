@@ -31,11 +31,13 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterator
 
-from .core.contract import CHECKPOINT_LAST, MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256
+from .core.contract import (
+    CHECKPOINT_LAST, MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256, now_iso, read_summary,
+)
 from .errors import PullError
 from .follow import refresh_entry
 from .kaggle_api import DownloadFailed, KaggleKernels, OutputFile, Outputs, log_text
-from .ledger import Ledger, Run, now_iso
+from .ledger import Ledger, Run
 from .workspace import Workspace
 
 LOG_FILE = "log.txt"
@@ -339,10 +341,7 @@ def _pull_errors(ledger: Ledger, name: str, kernel: str, version: int, final: Pa
 
 
 def _best(folder: Path) -> float | None:
-    try:
-        return json.loads((folder / SUMMARY_FILE).read_text()).get("best_test_acc")
-    except (OSError, ValueError):
-        return None
+    return (read_summary(folder) or {}).get("best_test_acc")
 
 
 def pull_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels, force: bool = False,

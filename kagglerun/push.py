@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .core.contract import SUMMARY_FILE
+from .core.contract import now_iso, read_summary
 from .errors import CredentialsError, KaggleError, SessionCapError
 from .experiments import Settings
 from .follow import StatusRow, refresh_entry, row_for
 from .kaggle_api import KaggleKernels, Quota, validate_kernel_folder
-from .ledger import Entry, Ledger, Run, now_iso
+from .ledger import Entry, Ledger, Run
 from .render import METADATA_FILE, default_owner, render_experiments
 from .workspace import Workspace
 
@@ -80,11 +80,11 @@ def _rendered(folder: Path) -> dict:
 
 def _estimate_seconds(ws: Workspace, s: Settings) -> float:
     """Expected session time: the per-epoch time of an earlier run in results/, else a default."""
+    summary = read_summary(ws.result_dir(s.name)) or {}
     try:
-        summary = json.loads((ws.result_dir(s.name) / SUMMARY_FILE).read_text())
         per_epoch = float(summary["total_seconds"]) / int(summary["epochs_done"])
         return per_epoch * s.training.epochs
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
         return DEFAULT_RUN_SECONDS
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ SUMMARY_KEYS = (
 
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def now_iso() -> str:
+    """The current UTC time as summary.json and the ledger record it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A run's summary.json, or None when it is missing or unreadable (a run still starting, a foreign folder)."""
+    try:
+        summary = json.loads((Path(folder) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import torch
 
 from .contract import (
     CHECKPOINT_BEST, CHECKPOINT_LAST, CURVES_FILE, HISTORY_FILE, SETTINGS_FILE, SUMMARY_FILE,
-    atomic_write_bytes, atomic_write_json, load_checkpoint, plot_curves, save_checkpoint, settings_hash, write_history, write_manifest,
+    atomic_write_bytes, atomic_write_json, load_checkpoint, now_iso, plot_curves, save_checkpoint, settings_hash, write_history, write_manifest,
 )
 from .data import input_root, load_data
 from .engine import ENGINES
@@ -35,10 +34,6 @@ def resume_key(settings: dict[str, Any]) -> str:
     for section in ("kaggle", "report", "name", "description"):
         s.pop(section, None)
     return settings_hash(s)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _versions() -> dict[str, str]:
@@ -96,7 +91,7 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         "epochs_done": 0, "epochs_total": t["epochs"], "best_test_acc": None, "best_epoch": None,
         "final_test_acc": None, "final_test_loss": None, "params": None, "total_seconds": 0.0,
         "device": None, "precision": None, "versions": _versions(), "settings_hash": settings_hash(settings),
-        "core_hash": core_hash, "started_at": _now(), "updated_at": _now(), "resumed_from_epoch": None,
+        "core_hash": core_hash, "started_at": now_iso(), "updated_at": now_iso(), "resumed_from_epoch": None,
         "error": None,
     }
     atomic_write_json(out / SETTINGS_FILE, settings)
@@ -161,7 +156,7 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
     except BaseException as e:
         summary["state"] = "failed"
         summary["error"] = f"{type(e).__name__}: {e}"
-        summary["updated_at"] = _now()
+        summary["updated_at"] = now_iso()
         atomic_write_json(out / SUMMARY_FILE, summary)
         write_manifest(out)
         raise
@@ -177,7 +172,7 @@ def _publish(out: Path, summary: dict[str, Any], history: list[dict[str, Any]], 
         summary.update(final_test_acc=last["test_acc"], final_test_loss=last["test_loss"])
     summary.update(
         epochs_done=len(history), best_test_acc=best["acc"] if best["epoch"] else None,
-        best_epoch=best["epoch"] or None, total_seconds=round(total, 2), updated_at=_now(),
+        best_epoch=best["epoch"] or None, total_seconds=round(total, 2), updated_at=now_iso(),
     )
     atomic_write_json(out / SUMMARY_FILE, summary)
     write_manifest(out)
