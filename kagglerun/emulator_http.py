@@ -110,11 +110,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if method == "GetAcceleratorQuotaStatistics":
                 return self._json(200, em.quota(user))
             if method == "GetKernelSessionLogsStream":
-                with em._lock:
-                    s = em._session_for(user, body)
-                if s is None:
-                    raise ApiError(404, "The kernel has no versions")
-                return self._logs(s.id)
+                return self._logs(em.log_session_id(user, body))
             raise ApiError(404, f"Method {method} is not implemented by the emulator")
         except ApiError as e:
             self._error(e)
@@ -137,11 +133,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 owner, _, slug = path[len(LOG_STREAM_PREFIX):].partition("/")
                 query = urllib.parse.parse_qs(split.query)
                 body = {"userName": owner, "kernelSlug": slug, "versionLabel": (query.get("versionLabel") or [None])[0]}
-                with em._lock:
-                    s = em._session_for(user, body)
-                if s is None:
-                    raise ApiError(404, "The kernel has no versions")
-                return self._logs(s.id)
+                return self._logs(em.log_session_id(user, body))
             except ApiError as e:
                 return self._error(e)
         self._error(ApiError(404, f"No such endpoint: {path}"))

@@ -236,6 +236,14 @@ class Emulator:
             candidates = [s for s in candidates if s.status in ENDED]
         return candidates[-1] if candidates else None
 
+    def log_session_id(self, user: str, body: dict[str, Any]) -> int:
+        """The session whose log a request asks for (by session id, or kernel and optional version)."""
+        with self._lock:
+            s = self._session_for(user, body)
+        if s is None:
+            raise ApiError(404, "The kernel has no versions")
+        return s.id
+
     # ---------- RPCs ----------
     def save_kernel(self, user: str, body: dict[str, Any], base_url: str) -> dict[str, Any]:
         import nbformat
