@@ -102,10 +102,6 @@ def validate_kernel_folder(folder: Path) -> Any:
     raise RenderError(f"{folder}: kaggle client did not reach the push request")
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "kernel-metadata.json").read_text())
-
-
 # --- credentials -----------------------------------------------------------------------------------------
 
 CREDENTIALS_HELP = (
