@@ -287,11 +287,58 @@ def test_no_host_synchronisation_on_the_gpu():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_colouring_a_large_cpu_batch_in_slices_changes_nothing(monkeypatch):
+def test_augmenting_a_large_cpu_batch_in_slices_changes_nothing(monkeypatch):
     import kagglerun.core.augment as augment
 
     x = torch.randint(0, 256, (150, 3, 32, 32), dtype=torch.uint8)
     sliced = augment_batch(x, torch.Generator().manual_seed(7), SEED_AUG)
-    monkeypatch.setattr(augment, "_CPU_COLOUR_SLICE", 10**6)
+    monkeypatch.setattr(augment, "_CPU_SLICE", 10**6)
     whole = augment_batch(x, torch.Generator().manual_seed(7), SEED_AUG)
     assert torch.equal(sliced, whole)
+
+
+def test_sorted_and_whole_batch_colour_schedules_give_the_same_pixels():
+    # the CPU sorts each slice by where its images take the hue, so every blend covers only the images due
+    # for it; the GPU blends the whole batch with factor 1 where nothing is due: the same arithmetic per image
+    n = 70
+    x = smooth_images(n, 30).float() / 255
+    p = colour_params(n, SEED_AUG, torch.Generator().manual_seed(31), "cpu")
+    assert torch.equal(apply_colour(x.clone(), p, sort=True), apply_colour(x.clone(), p, sort=False))
+
+
+def test_normalising_into_a_given_buffer_is_the_same_as_afterwards(monkeypatch):
+    import kagglerun.core.augment as augment
+
+    monkeypatch.setattr(augment, "_CPU_SLICE", 16)  # several slices, the last one short
+    x = smooth_images(50, 32)
+    scale, shift = torch.tensor([2.0, 3.0, 4.0]).view(1, 3, 1, 1), torch.tensor([-1.0, -1.5, -2.0]).view(1, 3, 1, 1)
+    out = torch.full((50, 3, 32, 32), float("nan"))
+    got = augment_batch(x, torch.Generator().manual_seed(33), SEED_AUG, out=out, normalise=(scale, shift))
+    assert got.data_ptr() == out.data_ptr()
+    expected = augment_batch(x, torch.Generator().manual_seed(33), SEED_AUG) * scale + shift
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_the_engine_augments_the_epoch_up_front_each_image_its_own_way(monkeypatch):
+    import kagglerun.core.augment as augment
+    import kagglerun.core.torch_engine as torch_engine
+    from kagglerun.core.engine import Data
+    from kagglerun.experiments import Settings
+
+    monkeypatch.setattr(torch_engine, "_EPOCH_CHUNK_CPU", 40)  # chunks and slices that do not divide 100
+    monkeypatch.setattr(augment, "_CPU_SLICE", 16)
+    one = smooth_images(1, 34).expand(100, 3, 32, 32).contiguous()  # the same image 100 times
+    data = Data("one", one, torch.zeros(100, dtype=torch.int64), one[:8], torch.zeros(8, dtype=torch.int64), 10,
+                (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    settings = Settings.model_validate({
+        "name": "t", "model": {"name": "c5l3", "width": 0.125},
+        "data": {"dataset": "synthetic", **{k: v for k, v in SEED_AUG.items()}},
+        "training": {"epochs": 1, "batch_size": 32}}).as_dict()
+    engine = torch_engine.TorchEngine(settings, data)
+    epoch = engine._augmented_epoch(torch.arange(100), torch.Generator().manual_seed(35)).clone()
+    assert torch.unique(epoch.view(100, -1), dim=0).shape[0] == 100  # no two alike: parameters per image
+    pixels = epoch * 0.25 + 0.5  # the normalisation undone
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    again = engine._augmented_epoch(torch.arange(100), torch.Generator().manual_seed(35))
+    assert torch.equal(epoch, again)  # drawn from the epoch's generator only
+    assert engine.train_epoch(1)[0] > 0

@@ -14,7 +14,7 @@ extends = "digits_base"
 engine = "{engine}"
 
 [training]
-epochs = 4
+epochs = 6  # after 4 epochs the two can still be 3 points apart on 355 test images; after 6 they agree
 
 [report]
 label = "{engine}"
