@@ -101,21 +101,27 @@ def _decide(entry: Entry | None, kernel: str, settings_hash: str, core: str, for
     if not last.finished:
         return "skip", f"v{last.version} is {last.state}", None
     # A run stopped by its time budget ends COMPLETE on Kaggle; a pack member may complete in a kernel that failed
+    # (its version is kept, with a checkpoint, so that a pack pushed again for another member carries it on)
     if last.run_state == "complete" or (last.state == "complete" and last.run_state != "stopped"):
-        return "skip", f"unchanged since v{last.version} (complete); --force pushes it again", None
+        return ("skip", f"unchanged since v{last.version} (complete); --force pushes it again",
+                last.version if last.has_checkpoint else None)
     return resume_decision(entry, settings_hash)
 
 
 def _combine(decisions: dict[str, tuple[str, str, int | None]]) -> tuple[str, str, int | None]:
     """One decision for a pack from its members': it is pushed when any member must be, resuming (with
-    its own output attached, where each member finds its checkpoint) when any member can resume."""
+    its own output attached, where each member finds its checkpoint) when any member can resume or has
+    completed with a checkpoint: a completed member then finds its finished run there and trains nothing."""
     if len(decisions) == 1:
         return next(iter(decisions.values()))
     todo = {n: d for n, d in decisions.items() if d[0] != "skip"}
     if not todo:
         return "skip", "; ".join(f"{n}: {d[1]}" for n, d in decisions.items()), None
-    resumes = [d[2] for d in todo.values() if d[0] == "resume" and d[2] is not None]
+    resumes = [d[2] for d in decisions.values() if d[0] != "push" and d[2] is not None]
     reason = "; ".join(f"{n}: {d[1]}" for n, d in todo.items())
+    done = [n for n, d in decisions.items() if d[0] == "skip" and d[2] is not None]
+    if done:
+        reason += f"; {', '.join(done)} complete, carried over from its checkpoint"
     return ("resume", reason, max(resumes)) if resumes else ("push", reason, None)
 
 

@@ -102,7 +102,9 @@ def test_push_a_pack_follow_it_and_pull_each_member(pair, tmp_path, monkeypatch)
         assert snapshot(results) == before
         (pair / "experiments" / "tiny_b.toml").write_text(tiny_toml(seed=3))
         code, out, err = cli("push", "--pack", "tiny_a,tiny_b", "--dry-run")
-        assert code == 0 and out.count("would push") == 2 and "tiny_b: settings changed since v1" in out, err
+        # tiny_b starts over; tiny_a, unchanged and complete, is carried over from its checkpoint in v1
+        assert code == 0 and out.count("would resume") == 2 and "tiny_b: settings changed since v1" in out, err
+        assert "tiny_a complete" in out and "carried over" in out
 
         # Each member is checked against its own settings hash: a member whose output does not match the
         # ledger is refused and left as it was, without touching the other.
@@ -147,9 +149,18 @@ def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch
         assert not (ws.results / "nodata_b").exists() and sleeps == []
         entries = Ledger(ws.results).load()
         assert entries["tiny_a"].latest.state == "error" and entries["tiny_a"].latest.run_state == "complete"
-        # The pack is pushed again for the failed member only; the completed one is unchanged.
+        # The pack is pushed again for the failed member; the completed one is carried over from its
+        # checkpoint in the attached output of v1, and trains nothing.
         code, out, err = cli("push", "--pack", "tiny_a,nodata_b", "--dry-run")
-        assert code == 0 and "would push" in out and "nodata_b: v1 ended failed" in out and "tiny_a:" not in out, out
+        assert code == 0 and "would resume" in out and "nodata_b: v1 ended failed" in out, out
+        assert "tiny_a complete" in out and "carried over" in out and "tiny_a:" not in out, out
+        code, out, err = cli("push", "--pack", "tiny_a,nodata_b", "--wait", "--retries", "0", "--poll", "0.3")
+        assert code != 0 and "1 of 2 experiments did not complete: nodata_b" in err, err
+        assert pull_one(ws, api, "tiny_a").action == "pulled"
+        carried = json.loads((ws.results / "tiny_a" / "summary.json").read_text())
+        assert carried["resumed_from_epoch"] == 1 and carried["epochs_done"] == 1 and carried["state"] == "complete"
+        assert Ledger(ws.results).entry("tiny_a").latest.version == 2
+        check_contract(ws.results / "tiny_a", ExperimentStore(ws.experiments).load("tiny_a").hash, 1)
 
         # A member that left no output at all (its process died before writing) fails at once, with the
         # kernel's failure as its reason: no listing asked again, no sleep.

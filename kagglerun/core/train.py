@@ -116,9 +116,10 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
             previous_seconds = state.get("total_seconds", 0.0)
             summary["started_at"] = state.get("started_at", summary["started_at"])
             summary["resumed_from_epoch"] = state["epoch"]
-            best_src = path.parent / CHECKPOINT_BEST
-            if path.parent != out and best_src.is_file():
-                atomic_write_bytes(out / CHECKPOINT_BEST, best_src.read_bytes())
+            if path.parent != out:  # an attached input: this version's output carries the run on
+                for carried in (CHECKPOINT_LAST, CHECKPOINT_BEST):
+                    if (path.parent / carried).is_file():
+                        atomic_write_bytes(out / carried, (path.parent / carried).read_bytes())
             log(f"resuming from {path} after epoch {state['epoch']}")
         budget = t["time_budget_minutes"] * 60
         last_epoch_seconds = 0.0
