@@ -119,7 +119,8 @@ def _sample(x: torch.Tensor, terms: tuple[torch.Tensor, ...], out: torch.Tensor 
     row = torch.add(row_x, row_y, out=_scratch("row", (n, h, w), col_x))
     col.clamp_(0, w + 1).add_(row.clamp_(0, h + 1).floor_(), alpha=w + 2)
     index = _scratch("index", (n, 1, h * w), col, torch.int64).copy_(col.view(n, 1, h * w))
-    padded = _scratch("padded", (n, c, h + 2, w + 2), x).fill_(0)
+    # (into out's dtype where it differs: converted on the way in, gathered straight into out)
+    padded = _scratch("padded", (n, c, h + 2, w + 2), x, out.dtype if out is not None else x.dtype).fill_(0)
     padded[:, :, 1:-1, 1:-1] = x
     if out is not None:
         out = out.view(n, c, h * w)
@@ -183,15 +184,13 @@ def _rotate_hue(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     maxc = torch.maximum(torch.maximum(r, g, out=w[0]), b, out=w[0])
     minc = torch.minimum(torch.minimum(r, g, out=w[1]), b, out=w[1])
     delta = torch.sub(maxc, minc, out=w[2])
-    # 1 where a channel is the largest (R before G before B), else 0; and minus 1 where B is
-    r_max = torch.eq(r, maxc, out=w[3])
-    g_max = torch.eq(g, maxc, out=w[4]).addcmul_(w[4], r_max, value=-1)
-    # delta * h, sextant by sextant
-    dh = torch.sub(g, b, out=w[5]).mul_(r_max)
-    minus_b_max = r_max.add_(g_max).sub_(1)
-    dh.addcmul_(torch.sub(b, r, out=w[0]).add_(delta, alpha=2), g_max)  # maxc is rebuilt as top below
-    dh.addcmul_(torch.sub(r, g, out=w[4]).add_(delta, alpha=4), minus_b_max, value=-1)
-    top = torch.add(minc, delta, out=w[0]).add_(delta)  # max + delta
+    # delta * h: 4 delta + R - G, unless G is the largest (2 delta + B - R), unless R is (G - B); lerp with
+    # a weight of exactly 0 or 1 gives exactly one of its ends
+    g_max = torch.eq(g, maxc, out=w[3])
+    dh = torch.lerp(torch.sub(r, g, out=w[4]).add_(delta, alpha=4), torch.sub(b, r, out=w[5]).add_(delta, alpha=2),
+                    g_max, out=w[4])
+    dh = torch.lerp(dh, torch.sub(g, b, out=w[5]), torch.eq(r, maxc, out=w[3]), out=w[4])
+    top = torch.add(maxc, delta, out=w[0])  # max + delta
     # every channel at once, written over x (no longer read): delta * k, then delta * ||k| - 3|
     k = torch.addcmul(dh.unsqueeze(1), delta.unsqueeze(1), offset, out=x)
     y = k.abs_().sub_(delta.unsqueeze(1), alpha=3).abs_()
@@ -331,10 +330,10 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, d: dict[str, Any], out: t
     terms = _sampling_terms(geometry, x.shape[-2], x.shape[-1]) if geometry is not None else None
     for start in range(0, n, step):
         part = slice(start, start + step)
-        y = x[part]
         if terms is not None:
-            y = _sample(y, tuple(t[part] for t in terms), out=_scratch("moved", y.shape, y))
-        y = out[part].copy_(y)
+            y = _sample(x[part], tuple(t[part] for t in terms), out=out[part])
+        else:
+            y = out[part].copy_(x[part])
         if x.dtype == torch.uint8:
             y.div_(255)
         if plan is not None:
