@@ -217,7 +217,8 @@ def status(experiments, watch, interval) -> None:
     """One table: experiment, kernel, version, state, elapsed, failure reason (all pushed experiments by default)."""
     from rich.live import Live
 
-    from .follow import failure_details, refresh, status_table
+    from .errors import KernelError
+    from .follow import UNKNOWN, failure_details, refresh, status_table
     from .follow import watch as watch_runs
     from .ledger import select_recorded
 
@@ -235,6 +236,10 @@ def status(experiments, watch, interval) -> None:
         console.print(f"[red]{name}[/]: {reason}", highlight=False)
         for line in tail:
             console.print(f"    {line}", highlight=False, markup=False)
+    unknown = [r for r in rows if r.state == UNKNOWN]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise KernelError(f"{unknown[0].experiment}: {unknown[0].failure}{more}")
 
 
 @main.command()

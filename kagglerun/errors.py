@@ -50,6 +50,11 @@ class KaggleError(KagglerunError):
     exit_status = ExitStatus.KAGGLE
 
 
+class KernelError(KaggleError):
+    """Kaggle has no such kernel, or it is not the user's (HTTP 403 or 404): that kernel's problem, not the
+    connection's or the credentials', so commands over several experiments go on with the others."""
+
+
 class CredentialsError(KaggleError):
     """No usable Kaggle credentials were found."""
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 from rich.table import Table
 
-from .errors import PullError
+from .errors import KernelError, PullError
 from .kaggle_api import KaggleKernels
 from .core.contract import now_iso
 from .ledger import Entry, Ledger, Run
@@ -19,6 +19,7 @@ from .workspace import Workspace
 
 LOG_TAIL_LINES = 12
 STOPPED = "stopped (time budget)"  # a row's state: Kaggle says complete, the run's summary says stopped
+UNKNOWN = "unknown"  # a row's state: Kaggle has no such kernel, or it is not the user's (the reason says which)
 
 
 @dataclass
@@ -39,7 +40,8 @@ class StatusRow:
     def finished(self) -> bool:
         from .kaggle_api import FINISHED_STATES
 
-        return self.state in FINISHED_STATES or self.state in ("not pushed", "skipped", "pulled", "gave up", STOPPED)
+        return self.state in FINISHED_STATES or self.state in ("not pushed", "skipped", "pulled", "gave up", STOPPED,
+                                                              UNKNOWN)
 
 
 def _seconds_between(start: str, end: str = "") -> float | None:
@@ -102,15 +104,24 @@ def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
     last lines."""
     ledger = Ledger(ws.results)
     wanted = names if names is not None else sorted(ledger.load())
+    unknown: dict[str, str] = {}  # Kaggle has no such kernel, or not the user's: shown, not fatal to the rest
     with ledger.update() as entries:
         for name in wanted:
             if name in entries:
-                refresh_entry(api, name, entries[name])
+                try:
+                    refresh_entry(api, name, entries[name])
+                except KernelError as e:
+                    unknown[name] = str(e)
         rows = [row_for(n, entries[n].kernel, entries[n].latest, entries[n].pack_name) if n in entries else row_for(n, "", None)
                 for n in wanted]
     for row in rows:
-        if row.state in ("error", "cancel_acknowledged") and log_lines:
-            row.log_tail = api.log(row.kernel, row.version).rstrip().splitlines()[-log_lines:]
+        if row.experiment in unknown:
+            row.state, row.failure = UNKNOWN, unknown[row.experiment]
+        elif row.state in ("error", "cancel_acknowledged") and log_lines:
+            try:
+                row.log_tail = api.log(row.kernel, row.version).rstrip().splitlines()[-log_lines:]
+            except KernelError:
+                pass
     return rows
 
 
@@ -139,21 +150,44 @@ _STATE_STYLE = {"complete": "green", "pulled": "green", "running": "cyan", "queu
                 "error": "red", "gave up": "red", "waiting for slot": "yellow", STOPPED: "yellow"}
 
 
-def status_table(rows: list[StatusRow], title: str | None = None) -> Table:
-    """experiment, kernel, version, state, elapsed, failure reason."""
-    table = Table(title=title, title_justify="left")
-    for column in ("experiment", "kernel", "version", "state", "elapsed", "failure reason"):
-        # On a narrow terminal the kernel id and the reason fold; the short columns stay whole.
-        table.add_column(column, no_wrap=column not in ("kernel", "failure reason"), overflow="fold")
-    for r in rows:
-        style = _STATE_STYLE.get(r.state, "")
-        state = f"[{style}]{r.state}[/]" if style else r.state
-        version = "" if r.version is None else f"v{r.version}"
-        if r.attempt > 1:
-            version += f" (try {r.attempt})"
-        experiment = r.experiment + (f"\n[dim]in {r.pack}[/]" if r.pack else "")  # the pack's own line: keeps the column narrow
-        table.add_row(experiment, r.kernel, version, state, _elapsed(r.elapsed), r.failure)
-    return table
+WIDE_STATUS = 100  # columns from which the status table shows the kernel id
+
+
+def status_table(rows: list[StatusRow], title: str | None = None) -> "_StatusTable":
+    """experiment, kernel, version, state, elapsed, failure reason: as wide as the terminal allows."""
+    return _StatusTable(rows, title)
+
+
+@dataclass
+class _StatusTable:
+    """The status table, laid out when printed: on a terminal narrower than WIDE_STATUS columns the kernel id
+    (the owner's slug of the experiment's name, or of its pack's) is left out, so that the failure reason
+    keeps room to be read."""
+
+    rows: list[StatusRow]
+    title: str | None = None
+
+    def table(self, width: int) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        wide = width >= WIDE_STATUS
+        for column in ("experiment", "kernel", "version", "state", "elapsed", "failure reason"):
+            if column == "kernel" and not wide:
+                continue
+            # The kernel id and the reason fold; the short columns stay whole.
+            table.add_column(column, no_wrap=column not in ("kernel", "failure reason"), overflow="fold")
+        for r in self.rows:
+            style = _STATE_STYLE.get(r.state, "")
+            state = f"[{style}]{r.state}[/]" if style else r.state
+            version = "" if r.version is None else f"v{r.version}"
+            if r.attempt > 1:
+                version += f" (try {r.attempt})"
+            experiment = r.experiment + (f"\n[dim]in {r.pack}[/]" if r.pack else "")  # the pack's own line
+            cells = [experiment, r.kernel, version, state, _elapsed(r.elapsed), r.failure]
+            table.add_row(*(cells if wide else cells[:1] + cells[2:]))
+        return table
+
+    def __rich_console__(self, console, options):
+        yield self.table(options.max_width)
 
 
 def failure_details(rows: list[StatusRow]) -> list[tuple[str, str, list[str]]]:

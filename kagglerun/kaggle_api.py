@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import CredentialsError, KaggleError, RenderError, SessionCapError
+from .errors import CredentialsError, KaggleError, KernelError, RenderError, SessionCapError
 
 
 def _kaggle_api_class():
@@ -355,10 +355,10 @@ class KaggleKernels:
             return CredentialsError(f"Kaggle refused the credentials of {self.username!r} from "
                                     f"{self.credentials.source} (HTTP 401){detail}: check the user name and key")
         if status == 403:
-            return KaggleError(f"Kaggle denied the {what} (HTTP 403){detail}: the kernel slug {kernel or '?'} is "
+            return KernelError(f"Kaggle denied the {what} (HTTP 403){detail}: the kernel slug {kernel or '?'} is "
                                f"wrong or not owned by {self.username!r}, or the key lacks permission")
         if status == 404:
-            return KaggleError(f"Kaggle has no kernel {kernel or '?'} for the {what} (HTTP 404){detail}: "
+            return KernelError(f"Kaggle has no kernel {kernel or '?'} for the {what} (HTTP 404){detail}: "
                                "check the slug, or push it first")
         if status == 429:
             return KaggleError(f"Kaggle kept rate-limiting the {what} (HTTP 429) after "

@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 from .core.contract import (
     CHECKPOINT_LAST, MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256, now_iso, read_summary,
 )
-from .errors import PullError
+from .errors import KernelError, PullError
 from .follow import refresh_entry
 from .kaggle_api import DownloadFailed, KaggleKernels, OutputFile, Outputs, log_text
 from .ledger import Ledger, Run
@@ -347,14 +347,14 @@ def _best(folder: Path) -> float | None:
 def pull_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels, force: bool = False,
                      on_result: Callable[[PullResult], None] | None = None,
                      sleep: Callable[[float], None] = time.sleep) -> list[PullResult]:
-    """Pull each named experiment (see `pull_one`); one that cannot be pulled does not stop the others,
-    and the first such error is raised at the end."""
+    """Pull each named experiment (see `pull_one`); one that cannot be pulled, or whose kernel Kaggle does
+    not know, does not stop the others, and the first such error is raised at the end."""
     results, first_error = [], None
     listings: dict[tuple[str, int], _Listing] = {}
     for name in names:
         try:
             result = pull_one(ws, api, name, force=force, sleep=sleep, listings=listings)
-        except PullError as e:
+        except (PullError, KernelError) as e:
             first_error = first_error or e
             result = PullResult(name, "refused", str(e))
         results.append(result)
@@ -362,5 +362,5 @@ def pull_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels, for
             on_result(result)
     if first_error is not None:
         more = sum(r.action == "refused" for r in results) - 1
-        raise PullError(f"{first_error}" + (f" (and {more} more)" if more else ""))
+        raise type(first_error)(f"{first_error}" + (f" (and {more} more)" if more else ""))
     return results

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from .core.contract import now_iso, read_summary
-from .errors import CredentialsError, KaggleError, SessionCapError
+from .errors import CredentialsError, KaggleError, KernelError, SessionCapError
 from .experiments import Settings
-from .follow import StatusRow, refresh_entry, row_for
+from .follow import UNKNOWN, StatusRow, refresh_entry, row_for
 from .kaggle_api import KaggleKernels, Quota, validate_kernel_folder
 from .ledger import Entry, Ledger, Run
 from .render import METADATA_FILE, default_owner, render_experiments
@@ -283,7 +283,7 @@ def _wait_loop(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: di
     while queue or active:
         if active:
             try:
-                _refresh_active(ws, api, active, rows, attempts)
+                _refresh_active(ws, api, active, rows, attempts, plans, event)
                 failed_rounds = 0
             except CredentialsError:
                 raise
@@ -336,14 +336,23 @@ def _wait_loop(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: di
 
 
 def _refresh_active(ws: Workspace, api: KaggleKernels, active: dict[str, list[str]], rows: dict[str, StatusRow],
-                    attempts: Counter[str]) -> None:
+                    attempts: Counter[str], planned: dict[str, PushPlan], event: Callable[[str], None]) -> None:
     with Ledger(ws.results).update() as entries:
         for unit, names in sorted(active.items()):
             for name in names:
                 entry = entries.get(name)
                 if entry is None or entry.latest is None:
                     continue
-                refresh_entry(api, name, entry)
+                try:
+                    refresh_entry(api, name, entry)
+                except KernelError as e:  # not on Kaggle (deleted there, or another account's): holds no slot
+                    if unit in planned:
+                        rows[name] = StatusRow(name, entry.kernel, entry.latest.version, UNKNOWN, failure=str(e))
+                    else:
+                        active.pop(unit, None)
+                        event(f"{name}: not counted as running: {e}")
+                        break
+                    continue
                 row = row_for(name, entry.kernel, entry.latest, entry.pack_name)
                 row.attempt = attempts[unit]
                 rows[name] = row

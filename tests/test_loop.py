@@ -210,3 +210,23 @@ def test_failures_are_one_clear_line_and_change_nothing(settled, tmp_path, monke
     finally:
         if handle:
             handle.stop()
+
+
+def test_a_kernel_kaggle_does_not_know_spoils_neither_status_nor_pull_of_the_others(settled, emulator, tmp_path,
+                                                                                    monkeypatch):
+    """wrong_a's kernel is not on Kaggle (deleted there, or recorded by another account): its row says so,
+    tiny_a is followed and pulled all the same, and the command ends with one line and exit status 3."""
+    client_env(monkeypatch, tmp_path / "home", emulator.url)
+    monkeypatch.chdir(settled)
+    code, out, err = cli("push", "tiny_a", "--wait", "--poll", "0.3")
+    assert code == 0 and "wrong_a: not counted as running" in " ".join((out + err).split()), out + err
+    wrong_before = Ledger(settled / "results").entry("wrong_a")
+    code, out, err = cli("status")
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
+    assert "complete" in rows["tiny_a"] and "unknown" in rows["wrong_a"], out
+    assert code == 3 and len(err.strip().splitlines()) == 1 and err.startswith("error: wrong_a: Kaggle denied"), err
+    code, out, err = cli("pull", "--all")
+    assert code == 3 and "tiny_a: pulled" in " ".join(out.split()) and "wrong_a: refused" in out, out
+    assert "no-such-kernel" in err and len(err.strip().splitlines()) == 1, err
+    check_contract(settled / "results" / "tiny_a", ExperimentStore(settled / "experiments").load("tiny_a").hash, 2)
+    assert Ledger(settled / "results").entry("wrong_a") == wrong_before
