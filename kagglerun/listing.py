@@ -32,14 +32,18 @@ def experiments_table(ws: Workspace) -> Group:
         ))
     tables = []
     for group, members in sorted(rows.items()):
-        table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
-                      pad_edge=False)
-        for column in ("experiment", "model", "data", "optimizer", "epochs", "batch", "BN", "dropout", "jitter"):
-            table.add_column(column, overflow="fold")
+        # One space between columns; on a narrow terminal (80 columns fit) a cell wraps at its spaces
+        # ("c5l3 x0.25" over "(scratch)"), never inside a word or a name.
+        table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD, padding=0,
+                      pad_edge=False, show_edge=False)
+        for i, column in enumerate(("experiment", "model", "data", "optimizer", "epochs", "batch", "BN", "dropout",
+                                    "jitter")):
+            longest_word = max(len(word) for cell in [column, *(row[i] for row in members)] for word in cell.split())
+            table.add_column(column, min_width=longest_word, no_wrap=column == "experiment", overflow="fold")
         for row in members:
             table.add_row(*row)
         tables.append(table)
-    return Group(f"experiments in {ws.experiments}", *tables, *invalid)
+    return Group(f"experiments in {ws.experiments}", *(part for table in tables for part in ("", table)), *invalid)
 
 
 def _toml_value(value: Any) -> str:

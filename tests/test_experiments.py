@@ -103,3 +103,26 @@ def test_show_prints_resolved_settings_as_toml(workspace):
     shown = tomllib.loads(result.output)
     assert shown["model"]["width"] == 0.125 and shown["data"]["dataset"] == "digits"
     assert shown["training"]["epochs"] == 2 and "train_limit" not in shown["data"]  # unset: a comment
+
+
+def test_list_and_status_fit_an_80_column_terminal_without_cutting_names(workspace):
+    from rich.console import Console
+
+    from kagglerun.follow import StatusRow, status_table
+    from kagglerun.listing import experiments_table
+
+    write_experiment(workspace, "scratch_mnist_res18_long", 'extends = "tiny"\nengine = "scratch"\n')
+    narrow = Console(width=80, record=True)
+    narrow.print(experiments_table(workspace))
+    text = narrow.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "scratch_mnist_res18_long" in text  # a name is never folded
+    rows = [StatusRow("bsln_3", "someone/kagglerun-pack-bsln-3-bsln-4", 2, "error", 812.0,
+                      "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", pack="pack_bsln_3_bsln_4")]
+    for width, kernel_shown in ((80, False), (120, True)):
+        console = Console(width=width, record=True)
+        console.print(status_table(rows))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        header = next(line for line in text.splitlines() if "experiment" in line)
+        assert ("kernel" in header) == kernel_shown and "bsln_3" in text and "RuntimeError" in text
