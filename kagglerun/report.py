@@ -839,11 +839,13 @@ def terminal_table(report: Report):
     devices = set(frame["device"])
     shown = [c for c in frame.columns if c != "group" and not (c == "device" and len(devices) == 1)]
     table = Table(title=f"{runs} experiment{'' if runs == 1 else 's'}, {len(frame)} compared",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
     for column in shown:
         numeric = column not in ("experiment", "state", "device")
+        # the device wraps at its spaces ("cpu" over "(numpy)"), never inside a word
+        longest = max((len(w) for v in frame[column] for w in str(v).split()), default=0) if column == "device" else None
         table.add_column(_TERMINAL_HEADERS.get(column, column), justify="right" if numeric else "left",
-                         no_wrap=column != "device", overflow="fold")
+                         no_wrap=column != "device", overflow="fold", min_width=longest)
     styles = {"running": "yellow", "stopped": "yellow", "failed": "red"}
     group = None
     for row in frame.to_dict("records"):
