@@ -342,3 +342,17 @@ def test_the_engine_augments_the_epoch_up_front_each_image_its_own_way(monkeypat
     again = engine._augmented_epoch(torch.arange(100), torch.Generator().manual_seed(35))
     assert torch.equal(epoch, again)  # drawn from the epoch's generator only
     assert engine.train_epoch(1)[0] > 0
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_gpu_strategy_gives_the_cpu_strategys_pixels(monkeypatch, channels):
+    # what runs on a GPU (one piece, whole-batch blends, no host read), run here on the CPU
+    import kagglerun.core.augment as augment
+
+    monkeypatch.setattr(augment, "_CPU_SLICE", 16)
+    x = smooth_images(50, 36, channels)
+    norm = (torch.full((1, channels, 1, 1), 2.0), torch.full((1, channels, 1, 1), -1.0))
+    cpu = augment_batch(x, torch.Generator().manual_seed(37), SEED_AUG, normalise=norm)
+    monkeypatch.setattr(augment, "_cpu_strategy", lambda device: False)
+    gpu = augment_batch(x, torch.Generator().manual_seed(37), SEED_AUG, normalise=norm)
+    assert torch.equal(cpu, gpu)

@@ -297,8 +297,14 @@ def apply_colour(x: torch.Tensor, p: dict[str, torch.Tensor], sort: bool | None 
     the counts would make the host wait) each step covers the whole batch, factor 1 where nothing is due: six
     blends per image, no host synchronisation. On one channel saturation and hue do nothing, as in
     torchvision: each image takes brightness and contrast in its order."""
-    sort = x.device.type == "cpu" if sort is None else sort
+    sort = _cpu_strategy(x.device) if sort is None else sort
     return _colour(x, _plan_colour(p, x, sort, max(x.shape[0], 1)))
+
+
+def _cpu_strategy(device: torch.device) -> bool:
+    """Whether to work as on a CPU (slices, sorted blends, one host read per batch) or as on a GPU (one
+    piece, whole-batch blends, no host synchronisation). Both give the same pixels."""
+    return device.type == "cpu"
 
 
 def moves(d: dict[str, Any]) -> bool:
@@ -325,8 +331,9 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, d: dict[str, Any], out: t
     colour = colour_params(n, d, g, x.device) if d["color_jitter"] else None
     if out is None:
         out = torch.empty(x.shape, device=x.device, dtype=torch.float32)
-    step = _CPU_SLICE if x.device.type == "cpu" else max(n, 1)
-    plan = _plan_colour(colour, out, x.device.type == "cpu", step) if colour is not None else None
+    cpu = _cpu_strategy(x.device)
+    step = _CPU_SLICE if cpu else max(n, 1)
+    plan = _plan_colour(colour, out, cpu, step) if colour is not None else None
     terms = _sampling_terms(geometry, x.shape[-2], x.shape[-1]) if geometry is not None else None
     for start in range(0, n, step):
         part = slice(start, start + step)
