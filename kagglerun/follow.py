@@ -147,7 +147,7 @@ def _elapsed(seconds: float | None) -> str:
 
 
 _STATE_STYLE = {"complete": "green", "pulled": "green", "running": "cyan", "queued": "yellow",
-                "error": "red", "gave up": "red", "waiting for slot": "yellow", STOPPED: "yellow"}
+                "error": "red", "gave up": "red", "waiting for slot": "yellow", STOPPED: "yellow", UNKNOWN: "red"}
 
 
 WIDE_STATUS = 100  # columns from which the status table shows the kernel id
@@ -168,22 +168,21 @@ class _StatusTable:
     title: str | None = None
 
     def table(self, width: int) -> Table:
+        columns = [c for c in ("experiment", "kernel", "version", "state", "elapsed", "failure reason")
+                   if c != "kernel" or width >= WIDE_STATUS]
         table = Table(title=self.title, title_justify="left")
-        wide = width >= WIDE_STATUS
-        for column in ("experiment", "kernel", "version", "state", "elapsed", "failure reason"):
-            if column == "kernel" and not wide:
-                continue
+        for column in columns:
             # The kernel id and the reason fold; the short columns stay whole.
             table.add_column(column, no_wrap=column not in ("kernel", "failure reason"), overflow="fold")
         for r in self.rows:
             style = _STATE_STYLE.get(r.state, "")
-            state = f"[{style}]{r.state}[/]" if style else r.state
             version = "" if r.version is None else f"v{r.version}"
             if r.attempt > 1:
                 version += f" (try {r.attempt})"
-            experiment = r.experiment + (f"\n[dim]in {r.pack}[/]" if r.pack else "")  # the pack's own line
-            cells = [experiment, r.kernel, version, state, _elapsed(r.elapsed), r.failure]
-            table.add_row(*(cells if wide else cells[:1] + cells[2:]))
+            cells = {"experiment": r.experiment + (f"\n[dim]in {r.pack}[/]" if r.pack else ""),  # the pack's own line
+                     "kernel": r.kernel, "version": version, "state": f"[{style}]{r.state}[/]" if style else r.state,
+                     "elapsed": _elapsed(r.elapsed), "failure reason": r.failure}
+            table.add_row(*(cells[c] for c in columns))
         return table
 
     def __rich_console__(self, console, options):
