@@ -69,13 +69,15 @@ def main() -> None:
                     "engine's epoch chunk)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--per-image", type=int, default=384, help="images per run through the per-image pipeline")
-    ap.add_argument("--batched", type=int, default=4096, help="images per run through the batched pipeline")
+    ap.add_argument("--batched", type=int, default=None,
+                    help="images per run through the batched pipeline (default 4,096 on a CPU, 16,384 on a GPU)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the PIL pipeline uses one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from PIL import Image
 
     g = torch.Generator().manual_seed(0)
+    args.batched = args.batched or (16384 if args.device.startswith("cuda") else 4096)
     data = torch.randint(0, 256, (args.batched, 3, 32, 32), dtype=torch.uint8, generator=g)
     images = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in data[: args.per_image]]
     x = data.to(args.device)
