@@ -17,7 +17,6 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-
 from _common import machine, settings, synthetic_data, timed
 
 from kagglerun.core.models import build_model

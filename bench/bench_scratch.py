@@ -19,7 +19,7 @@ import torch
 
 from kagglerun.core.models import build_model
 from kagglerun.scratch.functions import softmax_cross_entropy
-from kagglerun.scratch.models import build_scratch_model
+from kagglerun.scratch.models import build_model as build_scratch_model
 from kagglerun.scratch.optimizers import Adam
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import machine, settings, synthetic_data, timed
 
 from kagglerun.core.torch_engine import TorchEngine
 
-# (experiment, model settings, data shape, epochs, colour jitter): the seed grid of PRODUCT.md
+# (experiment, model settings, data shape, epochs, colour jitter): the seed grid (README.md, "The seed study")
 SEED_GRID = [
     ("bsln_1", {"name": "c5l3", "dropout": "all"}, "cifar10", 150, False),
     ("bsln_2", {"name": "c5l3", "dropout": "all"}, "cifar10", 150, False),

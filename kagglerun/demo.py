@@ -9,12 +9,13 @@ import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
-from .follow import StatusRow
-from .kaggle_api import ENDPOINT_ENV, Credentials, KaggleKernels
-from .pull import pull_experiments
-from .push import push_experiments
+from .emulator import TEST_KEY, TEST_USERNAME, EmulatorConfig, start_in_thread
+from .kaggle import ENDPOINT_ENV, Credentials, KaggleKernels
+from .progress import SILENT, Observer, StatusRow
+from .report import Report, build_report
+from .runs.pull import pull_experiments
+from .runs.push import PushOptions, push_experiments
 from .workspace import Workspace
 
 DEMO_PATTERN = "demo_*"
@@ -23,18 +24,14 @@ DEMO_PATTERN = "demo_*"
 @dataclass
 class DemoOutcome:
     rows: list[StatusRow]
+    report: Report  # built from the pulled results
     best: dict[str, float | None] = field(default_factory=dict)  # best test accuracy (%) per experiment
-    report: Any = None  # the kagglerun.report.Report built from the pulled results
 
 
 def run_demo(ws: Workspace, *, endpoint: str | None = None, poll_seconds: float = 2.0,
-             on_event: Callable[[str], None] | None = None,
-             on_progress: Callable[[list[StatusRow]], None] | None = None) -> DemoOutcome:
+             observer: Observer = SILENT) -> DemoOutcome:
     """Push every demo_* experiment to an emulator (started here on a free port with a throwaway state
     folder, or the one at `endpoint`), wait with at most two sessions running, pull, and build the report."""
-    from .emulator import TEST_KEY, TEST_USERNAME, EmulatorConfig, start_in_thread
-
-    event = on_event or (lambda message: None)
     names = ws.store().select([DEMO_PATTERN])
     credentials = Credentials(TEST_USERNAME, TEST_KEY, "the emulator's test credentials")
     with contextlib.ExitStack() as stack:
@@ -43,14 +40,11 @@ def run_demo(ws: Workspace, *, endpoint: str | None = None, poll_seconds: float 
             handle = stack.enter_context(start_in_thread(EmulatorConfig(
                 port=0, state_dir=Path(state), credentials={TEST_USERNAME: TEST_KEY})))
             endpoint = handle.url
-            event(f"emulator started on {endpoint}")
+            observer.event(f"emulator started on {endpoint}")
         api = KaggleKernels(credentials, environ={ENDPOINT_ENV: endpoint})
         # --force: the demo shows the whole loop every time, whatever an earlier demo left in the ledger.
-        report = push_experiments(ws, names, api=api, force=True, wait=True, max_running=2,
-                                  poll_seconds=poll_seconds, on_event=event, on_progress=on_progress)
+        options = PushOptions(force=True, wait=True, max_running=2, poll_seconds=poll_seconds)
+        report = push_experiments(ws, names, api=api, options=options, observer=observer)
         pulled = pull_experiments(ws, names, api=api)
-    outcome = DemoOutcome(report.rows, {r.experiment: r.best_test_acc for r in pulled})
-    from .report import build_report
-
-    outcome.report = build_report(ws.results, names=names, templates=ws.templates)
-    return outcome
+    return DemoOutcome(report.rows, build_report(ws.results, names=names, templates=ws.templates),
+                       {r.experiment: r.best_test_acc for r in pulled})

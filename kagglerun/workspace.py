@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WorkspaceError
+from .experiments.store import ExperimentStore
 
-PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+PACKAGE_TEMPLATES = Path(__file__).parent / "templates"  # the package's templates; a workspace's own override them
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,7 @@ class Workspace:
     def build_dir(self, name: str) -> Path:
         return self.build / name
 
-    def store(self):
-        from .experiments import ExperimentStore
-
+    def store(self) -> ExperimentStore:
         return ExperimentStore(self.experiments)
 
 

@@ -1,24 +1,11 @@
-"""Shared fixtures: a throw-away workspace with the repository's base files and tiny experiments."""
+"""Fixtures: a throw-away workspace with the repository's base files and a tiny experiment."""
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-TINY_DIGITS = """\
-description = "a tiny digits run for tests"
-extends = "digits_base"
-
-[model]
-width = 0.125
-
-[training]
-epochs = {epochs}
-"""
+from helpers import REPO, TINY_DIGITS
 
 
 @pytest.fixture
@@ -33,9 +20,3 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     monkeypatch.delenv("KAGGLERUN_WORKSPACE", raising=False)
     return Workspace(root)
-
-
-def write_experiment(ws, name: str, text: str) -> Path:
-    path = ws.experiments / f"{name}.toml"
-    path.write_text(text)
-    return path

@@ -17,7 +17,14 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from kagglerun.core.augment import apply_colour, apply_geometry, augment_batch, colour_params, geometry_params, shift_hue
+from kagglerun.core.augment import (
+    apply_colour,
+    apply_geometry,
+    augment_batch,
+    colour_params,
+    geometry_params,
+    shift_hue,
+)
 
 SEED_AUG = {"augment": True, "rotation": 15.0, "hflip": True, "translate": 0.1, "color_jitter": True,
             "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}

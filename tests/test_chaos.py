@@ -7,15 +7,18 @@ import csv
 import json
 import time
 
+import pytest
+from helpers import KEY, USER, make_workspace, start_emulator, tiny_toml
+
 from kagglerun.core.contract import file_sha256
-from kagglerun.emulator_faults import FAULTS, FaultConfig
-from kagglerun.kaggle_api import ENDPOINT_ENV, Credentials, KaggleKernels, RetryPolicy
-from kagglerun.ledger import Ledger
-from kagglerun.pull import pull_experiments
-from kagglerun.push import push_experiments
+from kagglerun.emulator.faults import FAULTS, FaultConfig
+from kagglerun.kaggle import ENDPOINT_ENV, Credentials, KaggleKernels, RetryPolicy
+from kagglerun.runs.ledger import Ledger
+from kagglerun.runs.pull import pull_experiments
+from kagglerun.runs.push import PushOptions, push_experiments
 from kagglerun.workspace import Workspace
 
-from kaggle_fixtures import KEY, USER, make_workspace, start_emulator, tiny_toml
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 EXPERIMENTS = 20
 EPOCHS = 2
@@ -47,7 +50,7 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
         api = KaggleKernels(Credentials(USER, KEY), environ={ENDPOINT_ENV: handle.url},
                             retry=RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=0.5))
         start = time.time()
-        report = push_experiments(ws, names, api=api, wait=True, max_running=2, retries=6, poll_seconds=0.3)
+        report = push_experiments(ws, names, api=api, options=PushOptions(wait=True, max_running=2, retries=6, poll_seconds=0.3))
         pushed_s = time.time() - start
         pulled = pull_experiments(ws, names, api=api, sleep=lambda s: time.sleep(0.05))
         elapsed = time.time() - start
@@ -63,9 +66,9 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
     resumed = 0
     for name in names:
         entry = entries[name]
-        versions = [r.version for r in entry.runs]
+        versions = [r.version for r in entry.versions]
         assert versions == sorted(set(versions)), f"{name}: versions out of order {versions}"
-        assert all(r.finished and r.state != "complete" for r in entry.runs[:-1]), name
+        assert all(r.finished and r.state != "complete" for r in entry.versions[:-1]), name
         latest = entry.latest
         assert latest.state == "complete" and latest.pulled_at and latest.epochs_done == EPOCHS, name
         assert latest.resumes is None or latest.resumes in versions[:-1]
@@ -79,7 +82,7 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
         resumed += summary["resumed_from_epoch"] is not None
 
     injected = {k: v for k, v in stats["faults_injected"].items() if v}
-    extra_versions = sum(len(e.runs) - 1 for e in entries.values())
+    extra_versions = sum(len(e.versions) - 1 for e in entries.values())
     print(f"\nchaos: {EXPERIMENTS} experiments, cap 2, {elapsed:.0f} s ({pushed_s:.0f} s pushing and following)")
     print(f"faults injected: {sum(injected.values())} {injected}")
     print(f"survived by the client: {dict(sorted(api.counters.items()))}; versions pushed again: {extra_versions} "

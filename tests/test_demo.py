@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from helpers import write_experiment
 
 from kagglerun.cli import main
-from conftest import write_experiment
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 TWIN = """\
 extends = "digits_base"

@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from kagglerun.emulator import EmulatorConfig, start_in_thread
-from kagglerun.emulator_faults import FaultConfig
+from kagglerun.emulator.faults import FaultConfig
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 USER, KEY = "kagglerun-test", "test-key-0123456789"
 HTTP_TIMEOUT = 10

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from helpers import REPO, write_experiment
 
 from kagglerun.cli import main
 from kagglerun.errors import ExperimentError
 from kagglerun.workspace import Workspace
-from conftest import REPO, write_experiment
 
-SEED_TABLE = {  # name: (model, optimizer, colour jitter, dropout, batchnorm, epochs), from PRODUCT.md
+SEED_TABLE = {  # name: (model, optimizer, colour jitter, dropout, batchnorm, epochs), from the seed study's table in README.md
     "bsln_1": ("c5l3", "adam", False, "all", False, 150),
     "bsln_2": ("c5l3", "sgd", False, "all", False, 150),
     "bsln_3": ("c5l3", "adam", True, "linear", True, 150),
@@ -108,8 +108,8 @@ def test_show_prints_resolved_settings_as_toml(workspace):
 def test_list_and_status_fit_an_80_column_terminal_without_cutting_names(workspace):
     from rich.console import Console
 
-    from kagglerun.follow import StatusRow, status_table
-    from kagglerun.listing import experiments_table
+    from kagglerun.cli.views import experiments_table, status_table
+    from kagglerun.progress import StatusRow
 
     write_experiment(workspace, "scratch_mnist_res18_long", 'extends = "tiny"\nengine = "scratch"\n')
     narrow = Console(width=80, record=True)

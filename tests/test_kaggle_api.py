@@ -6,13 +6,12 @@ import json
 import os
 
 import pytest
+from helpers import KEY, USER, start_emulator
 
 from kagglerun.errors import CredentialsError, KaggleError
-from kagglerun.kaggle_api import (
-    ENDPOINT_ENV, Credentials, KaggleKernels, RetryPolicy, load_credentials, log_text, resolve_endpoint,
-)
-
-from kaggle_fixtures import KEY, USER, start_emulator
+from kagglerun.kaggle import ENDPOINT_ENV, Credentials, KaggleKernels, RetryPolicy, load_credentials
+from kagglerun.kaggle.logs import log_text
+from kagglerun.kaggle.sdk import resolve_endpoint
 
 
 def _kaggle_json(tmp_path, text: str, mode: int = 0o600):
@@ -101,10 +100,9 @@ def _client(handle, sleeps, key=KEY, attempts=4):
 
 
 def _set_faults(handle, **rates):
-    from kagglerun.emulator_faults import FaultConfig, FaultInjector
+    from kagglerun.emulator.faults import FaultConfig
 
-    handle.emulator.config.faults = FaultConfig(**rates, retry_after=7.0, seed=1)
-    handle.emulator.faults = FaultInjector(handle.emulator.config.faults)
+    handle.emulator.set_faults(FaultConfig(**rates, retry_after=7.0, seed=1))
 
 
 def test_5xx_is_retried_then_reported(faulty):

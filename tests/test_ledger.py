@@ -8,27 +8,27 @@ import threading
 import pytest
 
 from kagglerun.errors import LedgerError
-from kagglerun.ledger import Entry, Ledger, Run
+from kagglerun.runs.ledger import Ledger, Record, Version
 
 
-def _run(version: int, **kw) -> Run:
-    return Run(version=version, settings_hash="s" * 16, core_hash="c" * 16, pushed_at="2024-01-01T00:00:00+00:00", **kw)
+def _run(version: int, **kw) -> Version:
+    return Version(version=version, settings_hash="s" * 16, core_hash="c" * 16, pushed_at="2024-01-01T00:00:00+00:00", **kw)
 
 
 def test_round_trip_is_indented_json_with_history(tmp_path):
     ledger = Ledger(tmp_path)
     with ledger.update() as entries:
-        entries["bsln_4"] = Entry("ann/kagglerun-bsln-4", [_run(1, state="error"), _run(2, resumes=1)])
+        entries["bsln_4"] = Record("ann/kagglerun-bsln-4", [_run(1, state="error"), _run(2, resumes=1)])
     text = (tmp_path / "ledger.json").read_text()
     assert text.startswith("{\n  ") and '"kernel": "ann/kagglerun-bsln-4"' in text
     loaded = ledger.load()["bsln_4"]
-    assert [r.version for r in loaded.runs] == [1, 2] and loaded.latest.resumes == 1
+    assert [r.version for r in loaded.versions] == [1, 2] and loaded.latest.resumes == 1
 
 
 def test_previous_version_is_kept_as_bak(tmp_path):
     ledger = Ledger(tmp_path)
     with ledger.update() as entries:
-        entries["a"] = Entry("ann/a-kernel", [_run(1)])
+        entries["a"] = Record("ann/a-kernel", [_run(1)])
     first = (tmp_path / "ledger.json").read_text()
     with ledger.update() as entries:
         entries["a"].latest.state = "complete"
@@ -46,9 +46,8 @@ def test_corrupt_ledger_is_a_clear_error_and_is_never_overwritten(tmp_path, cont
     path = tmp_path / "ledger.json"
     path.write_text(content)
     ledger = Ledger(tmp_path)
-    with pytest.raises(LedgerError, match=message) as e:
-        with ledger.update() as entries:
-            entries["b"] = Entry("ann/b-kernel")
+    with pytest.raises(LedgerError, match=message) as e, ledger.update() as entries:
+        entries["b"] = Record("ann/b-kernel")
     assert str(path) in str(e.value) and "will not overwrite" in str(e.value)
     assert path.read_text() == content
 
@@ -59,7 +58,7 @@ def test_concurrent_updates_lose_nothing(tmp_path):
     def add(i: int) -> None:
         for v in range(1, 6):
             with Ledger(tmp_path).update() as entries:
-                entries.setdefault(f"exp_{i}", Entry(f"ann/exp-{i}")).runs.append(_run(v))
+                entries.setdefault(f"exp_{i}", Record(f"ann/exp-{i}")).versions.append(_run(v))
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(6)]
     for t in threads:
@@ -68,5 +67,5 @@ def test_concurrent_updates_lose_nothing(tmp_path):
         t.join()
     entries = ledger.load()
     assert sorted(entries) == [f"exp_{i}" for i in range(6)]
-    assert all([r.version for r in e.runs] == [1, 2, 3, 4, 5] for e in entries.values())
+    assert all([r.version for r in e.versions] == [1, 2, 3, 4, 5] for e in entries.values())
     json.loads((tmp_path / "ledger.json").read_text())

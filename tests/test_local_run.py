@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
+from helpers import write_experiment
 
 from kagglerun.cli import main
 from kagglerun.core.contract import read_history
-from conftest import write_experiment
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 DEMO = """\
 extends = "digits_base"

@@ -9,18 +9,18 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from helpers import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
 from kagglerun.cli import main
 from kagglerun.errors import PullError
 from kagglerun.experiments import ExperimentStore
-from kagglerun.kaggle_api import KaggleKernels, OutputFile, Outputs, connect
-from kagglerun.ledger import Ledger
-from kagglerun.pull import pull_one
-from kagglerun.push import push_experiments
+from kagglerun.kaggle import KaggleKernels, OutputFile, Outputs, connect
+from kagglerun.runs.ledger import Ledger
+from kagglerun.runs.pull import pull_one
+from kagglerun.runs.push import PushOptions, push_experiments
 from kagglerun.workspace import Workspace
 
-from kaggle_fixtures import (USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator,
-                             tiny_toml)
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 DEMO_TINY = """
 extends = "digits_base"
@@ -126,7 +126,7 @@ def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch
     """A run stopped mid-way (here cancelled, as Kaggle's time limit would kill it) is pushed again with its
     own output attached and continues from its checkpoint: one continuous history. Output of the previous
     version served as the latest is detected and never used."""
-    from kagglerun.emulator_faults import FaultConfig, FaultInjector
+    from kagglerun.emulator.faults import FaultConfig
 
     handle = start_emulator(tmp_path / "emu")
     try:
@@ -142,21 +142,19 @@ def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch
         api.cancel(v1.session_id)
         while not api.status(f"{USER}/kagglerun-long-a", 1).finished:
             time.sleep(0.2)
-        report = push_experiments(ws, ["long_a"], api=api, wait=True, poll_seconds=0.5)
-        runs = Ledger(ws.results).entry("long_a").runs
+        report = push_experiments(ws, ["long_a"], api=api, options=PushOptions(wait=True, poll_seconds=0.5))
+        runs = Ledger(ws.results).entry("long_a").versions
         assert [r.state for r in runs] == ["cancel_acknowledged", "complete"]
         assert runs[0].has_checkpoint and runs[1].resumes == 1, report.plans[0].reason
 
         before = snapshot(ws.results)
-        handle.emulator.config.faults = FaultConfig(stale=1.0, seed=3)
-        handle.emulator.faults = FaultInjector(handle.emulator.config.faults)
+        handle.emulator.set_faults(FaultConfig(stale=1.0, seed=3))
         with pytest.raises(PullError, match="stale output: it was written at .* before v2 was pushed"):
             pull_one(ws, api, "long_a", sleep=lambda s: None)
         assert snapshot(ws.results).keys() == before.keys()  # nothing pulled; only the ledger notes why
         assert "stale output" in Ledger(ws.results).entry("long_a").latest.failure
 
-        handle.emulator.config.faults = FaultConfig()
-        handle.emulator.faults = FaultInjector(handle.emulator.config.faults)
+        handle.emulator.set_faults(FaultConfig())
         assert pull_one(ws, api, "long_a").action == "pulled"
         summary = check_contract(ws.results / "long_a", ExperimentStore(ws.experiments).load("long_a").hash, 8)
         assert summary["resumed_from_epoch"] >= 2
@@ -190,7 +188,7 @@ def test_failures_are_one_clear_line_and_change_nothing(settled, tmp_path, monke
     handle = None
     url = "http://127.0.0.1:9"
     if case in ("wrong slug", "session cap"):
-        from kagglerun.emulator_faults import FaultConfig
+        from kagglerun.emulator.faults import FaultConfig
 
         faults = FaultConfig(cap_reject=1.0) if case == "session cap" else FaultConfig()
         handle = start_emulator(tmp_path / "emu", faults=faults)

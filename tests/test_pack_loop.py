@@ -9,18 +9,19 @@ import json
 import nbformat
 import pytest
 from click.testing import CliRunner
+from helpers import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
 from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.core.pack import PACK_PROCESSES_ENV
 from kagglerun.errors import PullError
 from kagglerun.experiments import ExperimentStore
-from kagglerun.kaggle_api import connect
-from kagglerun.ledger import Entry, Ledger
-from kagglerun.pull import pull_experiments, pull_one
+from kagglerun.kaggle import connect
+from kagglerun.runs.ledger import Ledger, Record
+from kagglerun.runs.pull import pull_experiments, pull_one
 from kagglerun.workspace import Workspace
 
-from kaggle_fixtures import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 PACK = "pack_tiny_a_tiny_b"
 KERNEL = f"{USER}/kagglerun-pack-tiny-a-tiny-b"
@@ -166,7 +167,7 @@ def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch
         # kernel's failure as its reason: no listing asked again, no sleep.
         with Ledger(ws.results).update() as entries:
             ghost = dataclasses.replace(entries["nodata_b"].latest, run_state="", failure="Kernel failed")
-            entries["ghost_c"] = Entry(KERNEL_FAILED, [ghost], entries["nodata_b"].pack)
+            entries["ghost_c"] = Record(KERNEL_FAILED, [ghost], entries["nodata_b"].pack)
         result = pull_one(ws, api, "ghost_c", sleep=sleeps.append)
         assert result.action == "skipped" and "ghost_c failed: Kernel failed" in result.detail and sleeps == []
         assert Ledger(ws.results).entry("ghost_c").latest.run_state == "failed"

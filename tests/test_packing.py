@@ -7,13 +7,16 @@ import json
 
 import nbformat
 import pytest
+from helpers import write_experiment
 
-from conftest import write_experiment
 from kagglerun.core.contract import read_history
 from kagglerun.core.pack import PACK_PROCESSES_ENV
 from kagglerun.errors import RenderError
-from kagglerun.execute import execute_notebook
-from kagglerun.render import pack_settings, render_packs
+from kagglerun.notebook.execute import execute_notebook
+from kagglerun.notebook.packs import pack_settings
+from kagglerun.notebook.render import render_packs
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 TINY = """\
 extends = "digits_base"

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
 from click.testing import CliRunner
+from helpers import REPO, write_experiment
 
 from kagglerun.cli import main
 from kagglerun.errors import RenderError
-from kagglerun.kaggle_api import validate_kernel_folder
-from kagglerun.render import render_experiments
+from kagglerun.kaggle import validate_kernel_folder
+from kagglerun.notebook.render import render_experiments
 from kagglerun.workspace import Workspace
-from conftest import REPO, write_experiment
 
 
 def test_every_shipped_experiment_renders_and_passes_the_kaggle_clients_checks(tmp_path):
@@ -34,15 +35,23 @@ def test_the_notebook_is_self_contained_and_carries_settings_as_data(workspace):
     folder = render_experiments(workspace, ["tiny"], owner="someone")[0]
     nb = nbformat.read(folder / "tiny.ipynb", as_version=4)
     nbformat.validate(nb)
-    header, settings_cell, *core_cells, last = nb.cells
+    header, settings_cell, folders_cell, *core_cells, import_cell, last = nb.cells
     assert header.cell_type == "markdown" and "tiny" in header.source and "a tiny digits run" in header.source
     assert settings_cell.source.startswith("%%writefile run.json\n")
     spec = json.loads(settings_cell.source.split("\n", 1)[1])
     s = workspace.store().load("tiny")
     assert spec["settings"] == s.as_dict() and spec["settings_hash"] == s.hash
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
-    code = "\n".join(c.source for c in core_cells)
-    assert "import kagglerun" not in code and "from ." not in code and "import click" not in code
+    # The core, written as a package exactly as it is in the repository (relative imports and all)
+    for cell in core_cells:
+        target, source = cell.source.split("\n", 1)
+        assert target.startswith("%%writefile kagglerun_payload/")
+        origin = REPO / "kagglerun" / target.removeprefix("%%writefile kagglerun_payload/")
+        if origin.name != "__init__.py" or origin.parent.name != "kagglerun":
+            assert source == origin.read_text().rstrip("\n"), target
+    code = "\n".join(c.source for c in core_cells + [import_cell])
+    assert not re.search(r"\bimport kagglerun\b|from kagglerun\b|import click|import jinja2|import pydantic", code)
+    assert "from kagglerun_payload.core.train import main" in import_cell.source
     assert "a tiny digits run" not in code + last.source  # settings never spliced into code
     assert 'main("run.json")' in last.source
     meta = json.loads((folder / "kernel-metadata.json").read_text())

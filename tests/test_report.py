@@ -9,16 +9,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kagglerun.cli.views import report_table as terminal_table
 from kagglerun.core.contract import SUMMARY_KEYS, atomic_write_json, write_history
 from kagglerun.errors import KagglerunError
 from kagglerun.experiments import Settings
-from kagglerun.report import build_report, load_runs, terminal_table
+from kagglerun.report import build_report
+from kagglerun.report import load_results as load_runs
 
 ADAM = {"optimizer": "adam", "lr": 3e-4, "weight_decay": 1e-6}
 SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-6}
 MNIST = {"dataset": "mnist", "mean": (0.1307,), "std": (0.3081,), "translate": 0.0, "color_jitter": False}
 
-# name: (model, data, training, report, best test acc, best epoch); from PRODUCT.md's table of the seed study.
+# name: (model, data, training, report, best test acc, best epoch); from the seed study's table in README.md.
 # The seed gives no best epoch for Tables 2 and 3; those here are placeholders.
 SEED_STUDY = {
     "bsln_1": ({"name": "c5l3", "dropout": "all"}, {}, {**ADAM, "epochs": 150},

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from test_report import SEED_STUDY, settings_of, write_run, write_seed_study
 
 from kagglerun.report import build_report
 
-from test_report import SEED_STUDY, settings_of, write_run, write_seed_study
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 CHROMIUM = Path(os.environ.get("KAGGLERUN_CHROMIUM", "/usr/bin/chromium"))
 # Never fetch anything: the page must stand alone, and CI machines may have no network.

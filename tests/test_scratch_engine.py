@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from kagglerun.core.data import load_data
@@ -56,6 +57,7 @@ def test_resume_continues_exactly():
     assert resumed.evaluate() == straight.evaluate()
 
 
+@pytest.mark.slow
 def test_learns_digits_through_the_training_core(tmp_path):
     """A short real run on scikit-learn's digits: the contract files appear and accuracy is far above chance."""
     settings = _settings(

@@ -10,7 +10,8 @@ from kagglerun.core.models import build_model, count_params
 from kagglerun.scratch.core import Parameter, Variable, eval_mode
 from kagglerun.scratch.functions import softmax_cross_entropy
 from kagglerun.scratch.layers import Conv2d, Linear
-from kagglerun.scratch.models import build_scratch_model, scratch_param_count
+from kagglerun.scratch.models import build_model as build_scratch_model
+from kagglerun.scratch.models import param_count as scratch_param_count
 from kagglerun.scratch.optimizers import SGD, Adam
 
 

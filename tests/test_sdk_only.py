@@ -16,6 +16,8 @@ import pytest
 
 from kagglerun.emulator import DEFAULT_PORT, EmulatorConfig, start_in_thread
 
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
+
 USER, KEY = "kagglerun-test", "sdk-only-key-42"
 
 # The client part: standard library plus the official kaggle client and kagglesdk, nothing else.
@@ -24,7 +26,6 @@ import json, os, sys, time
 from kagglesdk.kaggle_client import KaggleClient
 from kagglesdk.kaggle_env import get_env
 from kaggle.api.kaggle_api_extended import KaggleApi
-
 
 class EnvironmentKaggleApi(KaggleApi):
     """kaggle 2.2.5's build_kaggle_client always picks production; choose the endpoint the SDK's own way."""
@@ -105,7 +106,7 @@ def test_official_client_pushes_follows_and_downloads(emulator_on_7777, tmp_path
 
 def test_official_client_runs_a_rendered_experiment(emulator_on_7777, workspace, tmp_path, monkeypatch):
     from kagglerun.core.contract import CONTRACT_FILES, MANIFEST_FILE, file_sha256
-    from kagglerun.render import render_experiments
+    from kagglerun.notebook.render import render_experiments
 
     (workspace.experiments / "quick.toml").write_text(
         'description = "two short epochs"\nextends = "digits_base"\n[model]\nwidth = 0.125\n'

@@ -3,14 +3,17 @@ state; the emulator listens on loopback only and refuses requests without creden
 
 from __future__ import annotations
 
+import pytest
 import requests
+from helpers import KEY, client_env, make_workspace, start_emulator, tiny_toml
 
-from kagglerun.kaggle_api import connect
-from kagglerun.pull import pull_experiments, safe_output_name
-from kagglerun.push import push_experiments
+from kagglerun.kaggle import connect
+from kagglerun.runs.outcome import safe_output_name
+from kagglerun.runs.pull import pull_experiments
+from kagglerun.runs.push import PushOptions, push_experiments
 from kagglerun.workspace import Workspace
 
-from kaggle_fixtures import KEY, client_env, make_workspace, start_emulator, tiny_toml
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 
 def test_no_produced_file_contains_the_credentials(tmp_path, monkeypatch):
@@ -22,7 +25,7 @@ def test_no_produced_file_contains_the_credentials(tmp_path, monkeypatch):
         ws = Workspace(make_workspace(tmp_path / "ws", {"leak_a": tiny_toml()}))
         client_env(monkeypatch, tmp_path / "home", handle.url)
         api = connect()
-        push_experiments(ws, ["leak_a"], api=api, wait=True, poll_seconds=0.3)
+        push_experiments(ws, ["leak_a"], api=api, options=PushOptions(wait=True, poll_seconds=0.3))
         assert pull_experiments(ws, ["leak_a"], api=api)[0].action == "pulled"
         try:
             from kagglerun.report import build_report

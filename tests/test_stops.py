@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from helpers import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
 from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.experiments import ExperimentStore
 
-from kaggle_fixtures import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
+pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 
 # Every session trains at least one epoch, then stops: one epoch per version
 BUDGETED = tiny_toml(epochs=3, extra="time_budget_minutes = 0.0001")

@@ -1,6 +1,6 @@
-"""The training core: inlined into every rendered notebook, so it imports only the standard library and torch.
+"""The training core: the payload every rendered notebook writes as a package and imports (notebook/payload.py).
 
-Its modules, in the order they are inlined (each may use names defined by the ones before it): MODULES.
+It imports only the standard library, torch (torchvision, matplotlib and scikit-learn lazily, where present)
+and itself, with relative imports: never the rest of kagglerun, click, Jinja or pydantic, so that a Kaggle
+kernel needs nothing installed. tests/test_layout.py holds that rule.
 """
-
-MODULES = ("contract", "engine", "data", "augment", "models", "torch_engine", "pack", "train")

@@ -240,12 +240,13 @@ def _plan_colour(p: dict[str, torch.Tensor], x: torch.Tensor, sort: bool, slice_
         key = first.mul(4).add_(3 - hue_step)  # by slice, then by hue step from last to first
         perm = torch.argsort(key, stable=True)
         first.mul_(slice_len)  # each image's slice's first image
-        slot_op, factors, hue = slot_op[perm], factors[perm], hue[perm]
+        slot_op, factors = slot_op[perm], factors[perm]
+        hue = hue[perm] if hue is not None else None
         # per slice, how many images take their hue after step k (k = 0, 1, 2): they are a prefix of the
         # slice, due for a blend at step k before the hue; the rest, a suffix, take one at step k + 1 after
         counts = torch.bincount(key, minlength=4 * math.ceil(n / slice_len)).view(-1, 4).tolist()
         runs = []
-        for start, (c3, c2, c1, _) in zip(range(0, n, slice_len), counts):
+        for start, (c3, c2, c1, _) in zip(range(0, n, slice_len), counts, strict=True):
             later = [start + c3 + c2 + c1, start + c3 + c2, start + c3]
             stop = min(start + slice_len, n)
             runs.append([(start, later[k]) for k in range(3)] + [(later[k], stop) for k in range(3)])
@@ -273,15 +274,17 @@ def _colour(x: torch.Tensor, plan: _ColourPlan, start: int = 0) -> torch.Tensor:
         x = _rows(x, plan.order[part], _scratch("sorted", x.shape, x))
     flat = x.view(n, x.shape[1], -1)
     for slot in range(plan.weights.shape[0]):
-        if slot == 3:
+        if slot == 3 and plan.offset is not None:
             _rotate_hue(x, plan.offset[part])
         if plan.runs is None:
-            _blend(flat, *plan.weights[slot, :, part].unbind(0), plan.luma)
+            f, to_grey, to_mean = plan.weights[slot, :, part].unbind(0)
+            _blend(flat, f, to_grey, to_mean, plan.luma)
         else:
             a, b = plan.runs[start // plan.slice_len][slot]
             if a < b:
-                _blend(flat[a - start : b - start], *plan.weights[slot, :, a:b].unbind(0), plan.luma)
-    if plan.order is not None:
+                f, to_grey, to_mean = plan.weights[slot, :, a:b].unbind(0)
+                _blend(flat[a - start : b - start], f, to_grey, to_mean, plan.luma)
+    if plan.back is not None:
         _rows(x, plan.back[part], out=given)
     return given
 

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CURVES_FILE = "curves.png"
 MANIFEST_FILE = "manifest.json"
+LOG_FILE = "log.txt"  # not the core's: the session log that `pull` leaves beside the outputs
 CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
@@ -49,7 +50,7 @@ def canonical_json(data: Any) -> str:
 
 def now_iso() -> str:
     """The current UTC time as summary.json and the ledger record it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -15,15 +15,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .contract import SUMMARY_FILE
 
 PACK_PROCESSES_ENV = "KAGGLERUN_PACK_PROCESSES"  # "1": a process per run even without GPUs; "0": never
-PACK_CELL_MARKER = "# kagglerun/"  # first line of every inlined core cell, as the renderer writes it
 
 
 def pack_gpus(runs: int) -> list[str] | None:
@@ -38,31 +38,15 @@ def pack_gpus(runs: int) -> list[str] | None:
 
 
 def _pack_child_script(engines: set[str]) -> str:
-    """Python source that trains one member: `python script RUN_FILE OUT_DIR INDEX`.
-
-    Imported from the package when this core runs from it; in a rendered notebook the core exists only as
-    the cells the kernel ran, so the script is those cells again, in order (IPython keeps them in `In`)."""
-    call = "\nif __name__ == '__main__':\n    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))\n"
-    if __name__ != "__main__" and "__file__" in globals():  # imported from the package
-        core = __name__.rsplit(".", 1)[0]  # this package's core, e.g. kagglerun.core
-        root = Path(__file__).resolve().parents[len(core.split("."))]
-        imports = [f"{core}.torch_engine"] + ([core.rsplit(".", 1)[0] + ".scratch.engine"] if "scratch" in engines else [])
-        return (f"import importlib, sys\nsys.path.insert(0, {str(root)!r})\n"
-                f"for name in {imports!r}:\n    importlib.import_module(name)  # registers the engines\n"
-                f"main = importlib.import_module({core + '.train'!r}).main\n{call}")
-    try:
-        cells = get_ipython().user_ns["In"]  # noqa: F821 (defined inside IPython kernels)
-    except NameError:
-        raise RuntimeError("packed runs in separate processes need the kagglerun package or a notebook kernel") from None
-    latest: dict[str, str] = {}  # a cell run twice counts once, at its last version
-    for cell in cells:
-        if cell.startswith(PACK_CELL_MARKER):
-            latest.pop(cell.split(":", 1)[0], None)
-            latest[cell.split(":", 1)[0]] = cell
-    # Each cell is compiled on its own, as the kernel did (each may start with a __future__ import)
-    return ("import sys\nCELLS = " + repr(list(latest.items())) + "\nspace = {'__name__': '__main__'}\n"
-            "for where, source in CELLS:\n    exec(compile(source, where, 'exec'), space)\n"
-            "main = space['main']\n" + call)
+    """Python source that trains one member: `python script RUN_FILE OUT_DIR INDEX`. It imports this very
+    package (kagglerun's, or the payload a notebook wrote), so a member runs exactly the parent's code."""
+    core = __name__.rsplit(".", 1)[0]  # this package's core: kagglerun.core, or kagglerun_payload.core
+    root = Path(__file__).resolve().parents[len(core.split("."))]
+    imports = [f"{core}.torch_engine"] + ([core.rsplit(".", 1)[0] + ".scratch.engine"] if "scratch" in engines else [])
+    return (f"import importlib, sys\nsys.dont_write_bytecode = True\nsys.path.insert(0, {str(root)!r})\n"
+            f"for name in {imports!r}:\n    importlib.import_module(name)  # registers the engines\n"
+            f"main = importlib.import_module({core + '.train'!r}).main\n"
+            "if __name__ == '__main__':\n    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))\n")
 
 
 def _pack_in_processes(runs: list[dict[str, Any]], run_file: str, out_dir: str, gpus: list[str],
@@ -89,7 +73,7 @@ def _pack_in_processes(runs: list[dict[str, Any]], run_file: str, out_dir: str, 
         log(f"[{name}] starting" + (f" on GPU {gpu}" if gpu else ""))
         proc = subprocess.Popen([sys.executable, script_path, run_file, out_dir, str(index)], env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             log(f"[{name}] {line.rstrip()}")
         codes[name] = proc.wait()
         with lock:

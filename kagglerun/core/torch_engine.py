@@ -4,7 +4,8 @@ inside a step. Part of the training core: torch only."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ class TorchEngine:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.memory_format = torch.channels_last if (t["channels_last"] and dev.type == "cuda") else torch.contiguous_format
         self.model = build_model(settings["model"], data.channels, data.size, data.num_classes)
-        self.model = self.model.to(dev, memory_format=self.memory_format)
+        self.model = self.model.to(device=dev, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.params = count_params(self.model)
         self.forward = torch.compile(self.model) if t["compile"] else self.model
         # The whole data set lives on the device as uint8 (CIFAR-10: 150 MB); batches are sliced there.
@@ -62,13 +63,15 @@ class TorchEngine:
         # (x / 255 - mean) / std as one multiply-add; made once here, since copying constants to a GPU in
         # every step would make the host wait for it
         self.norm_scale = torch.tensor([1 / s for s in data.std], device=dev).view(1, -1, 1, 1)
-        self.norm_shift = torch.tensor([-m / s for m, s in zip(data.mean, data.std)], device=dev).view(1, -1, 1, 1)
+        self.norm_shift = torch.tensor([-m / s for m, s in zip(data.mean, data.std, strict=True)], device=dev).view(1, -1, 1, 1)
         self.norm_scale_u8 = self.norm_scale / 255
         self.augments = augments(self.data_settings)
         self.epoch_x: torch.Tensor | None = None  # the augmented epoch (_augmented_epoch), allocated once
         # fused: one kernel for all parameters, and with fp16 the gradient scaler hands it the inf check as
         # a tensor instead of reading it on the host every step
         fused = {"fused": True} if dev.type == "cuda" else {}
+        self.opt: torch.optim.Optimizer
+        self.sched: torch.optim.lr_scheduler.LRScheduler | None
         if t["optimizer"] == "adam":
             self.opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], betas=tuple(t["betas"]),
                                         weight_decay=t["weight_decay"], **fused)

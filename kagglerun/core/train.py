@@ -9,14 +9,28 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .contract import (
-    CHECKPOINT_BEST, CHECKPOINT_LAST, CURVES_FILE, HISTORY_FILE, SETTINGS_FILE, SUMMARY_FILE,
-    atomic_write_bytes, atomic_write_json, load_checkpoint, now_iso, plot_curves, save_checkpoint, settings_hash, write_history, write_manifest,
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    CURVES_FILE,
+    HISTORY_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_checkpoint,
+    now_iso,
+    plot_curves,
+    save_checkpoint,
+    settings_hash,
+    write_history,
+    write_manifest,
 )
 from .data import input_root, load_data
 from .engine import ENGINES

@@ -7,14 +7,16 @@ transposes. Convolution weights are stored [OC, KH, KW, C] for the same reason.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .core import Function, array_module
 
 
-def _sc_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def _sc_pad(x, pad: int, value: float = 0.0):
+def _pad(x, pad: int, value: float = 0.0):
     if pad == 0:
         return x
     xp = array_module()
@@ -28,8 +30,8 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     """[N, H, W, C] -> [N*OH*OW, KH*KW*C]: one row per output pixel, holding its receptive field."""
     xp = array_module()
     n, h, w, c = x.shape
-    oh, ow = _sc_out_size(h, kh, stride, pad), _sc_out_size(w, kw, stride, pad)
-    padded = _sc_pad(x, pad)
+    oh, ow = _out_size(h, kh, stride, pad), _out_size(w, kw, stride, pad)
+    padded = _pad(x, pad)
     s_n, s_h, s_w, s_c = padded.strides
     # A view of every window without copying; the single copy is the reshape to a matrix.
     windows = xp.lib.stride_tricks.as_strided(
@@ -42,7 +44,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
     """The adjoint of im2col: add every row's window back onto the (padded) image, then crop."""
     xp = array_module()
     n, h, w, c = x_shape
-    oh, ow = _sc_out_size(h, kh, stride, pad), _sc_out_size(w, kw, stride, pad)
+    oh, ow = _out_size(h, kh, stride, pad), _out_size(w, kw, stride, pad)
     cols = cols.reshape(n, oh, ow, kh, kw, c)
     padded = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=cols.dtype)
     # kh*kw strided slice additions; far faster than a scattered np.add.at over every element.
@@ -62,7 +64,7 @@ class Conv2dFunction(Function):
     def forward(self, x, w, b=None):
         oc, kh, kw, _ = w.shape
         n, h, wd, _ = x.shape
-        oh, ow = _sc_out_size(h, kh, self.stride, self.pad), _sc_out_size(wd, kw, self.stride, self.pad)
+        oh, ow = _out_size(h, kh, self.stride, self.pad), _out_size(wd, kw, self.stride, self.pad)
         self.cols = im2col(x, kh, kw, self.stride, self.pad)
         y = self.cols @ w.reshape(oc, -1).T
         if b is not None:
@@ -95,11 +97,12 @@ class MaxPool2dFunction(Function):
     def __init__(self, kernel: int, stride: int):
         self.kernel = kernel
         self.stride = stride
+        self.y: Any = None  # the forward output, which backward compares against
 
     def _window_slices(self, shape):
         """One index per window offset (i, j): the strided view of that element of every window."""
         k, s = self.kernel, self.stride
-        oh, ow = _sc_out_size(shape[1], k, s, 0), _sc_out_size(shape[2], k, s, 0)
+        oh, ow = _out_size(shape[1], k, s, 0), _out_size(shape[2], k, s, 0)
         for i in range(k):
             for j in range(k):
                 yield (slice(None), slice(i, i + s * (oh - 1) + 1, s), slice(j, j + s * (ow - 1) + 1, s), slice(None))

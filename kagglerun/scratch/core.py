@@ -23,7 +23,7 @@ class ScratchConfig:
 
 
 @contextlib.contextmanager
-def _sc_using(name: str, value):
+def _using(name: str, value):
     old = getattr(ScratchConfig, name)
     setattr(ScratchConfig, name, value)
     try:
@@ -34,12 +34,12 @@ def _sc_using(name: str, value):
 
 def no_grad():
     """Context manager: run operations without recording the graph (evaluation, optimizer steps)."""
-    return _sc_using("enable_backprop", False)
+    return _using("enable_backprop", False)
 
 
 def eval_mode():
     """Context manager: dropout passes values through, batchnorm normalises with running statistics."""
-    return _sc_using("train", False)
+    return _using("train", False)
 
 
 def array_module():
@@ -79,7 +79,7 @@ class Variable:
         self.data = data
         self.name = name
         self.grad = None
-        self.creator = None
+        self.creator: Function | None = None
         self.generation = 0
         self.requires_grad = requires_grad
 
@@ -138,7 +138,7 @@ class Variable:
             gxs = f.backward(*gys)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
-            for x, gx in zip(f.inputs, gxs):
+            for x, gx in zip(f.inputs, gxs, strict=False):  # a function may give fewer gradients
                 if gx is None or not x.requires_grad:
                     continue
                 # Out of place: a backward may hand the same array to several inputs.
@@ -221,9 +221,9 @@ class Function:
 
     generation = 0
 
-    def __call__(self, *inputs):
-        like = next((x for x in inputs if isinstance(x, Variable)), None)
-        inputs = [as_variable(x, like) for x in inputs]
+    def __call__(self, *given):
+        like = next((x for x in given if isinstance(x, Variable)), None)
+        inputs = [as_variable(x, like) for x in given]
         ys = self.forward(*[x.data for x in inputs])
         if not isinstance(ys, tuple):
             ys = (ys,)

@@ -7,7 +7,8 @@ from a generator seeded by `epoch_seed`), then handed over as channels-last floa
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +17,13 @@ from ..core.augment import augment_batch
 from ..core.engine import Data, epoch_seed, register_engine
 from .core import ScratchConfig, eval_mode, no_grad, use_cupy
 from .functions import softmax_cross_entropy
-from .models import build_scratch_model, scratch_param_count
+from .models import build_model, param_count
 from .optimizers import SGD, Adam
 
 SCRATCH_EVAL_BATCH = 256  # evaluation batch floor: larger ones only cost host memory in NumPy
 
 
-def scratch_lr_at(t: dict[str, Any], done: int) -> float:
+def lr_at(t: dict[str, Any], done: int) -> float:
     """The learning rate after `done` finished epochs, as torch's CosineAnnealingLR / StepLR give it."""
     if t["lr_schedule"] == "cosine":
         return t["lr"] * 0.5 * (1 + math.cos(math.pi * done / t["epochs"]))
@@ -47,8 +48,9 @@ class ScratchEngine:
         self.xp = ScratchConfig.xp
         self.device = "cuda (cupy)" if on_gpu else "cpu (numpy)"
         ScratchConfig.rng = np.random.default_rng(t["seed"])  # the initial weights
-        self.model = build_scratch_model(settings["model"], data.channels, data.size, data.num_classes)
-        self.params = scratch_param_count(self.model)
+        self.model = build_model(settings["model"], data.channels, data.size, data.num_classes)
+        self.params = param_count(self.model)
+        self.opt: Adam | SGD
         if t["optimizer"] == "adam":
             self.opt = Adam(self.model.parameters(), lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
         else:
@@ -73,7 +75,7 @@ class ScratchEngine:
         g = torch.Generator().manual_seed(epoch_seed(self.t["seed"], epoch))
         # Dropout masks of epoch e come from their own generator, so a run resumed at e draws the same ones.
         ScratchConfig.rng = np.random.default_rng(epoch_seed(self.t["seed"], epoch))
-        self.opt.lr = scratch_lr_at(self.t, epoch - 1)
+        self.opt.lr = lr_at(self.t, epoch - 1)
         n = int(self.train_x.shape[0])
         bs = self.t["batch_size"]
         order = torch.randperm(n, generator=g)
@@ -93,7 +95,7 @@ class ScratchEngine:
             del logits, loss  # free this step's graph before the next one is built
             if progress is not None:
                 progress(step + 1, steps)
-        self.opt.lr = scratch_lr_at(self.t, epoch)  # what the next epoch uses, as torch's scheduler reports it
+        self.opt.lr = lr_at(self.t, epoch)  # what the next epoch uses, as torch's scheduler reports it
         return loss_sum / n, 100.0 * correct / n
 
     def evaluate(self) -> tuple[float, float]:

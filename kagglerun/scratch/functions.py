@@ -119,7 +119,7 @@ def softmax_cross_entropy(logits, labels):
     return SoftmaxCrossEntropy()(logits, as_variable(labels))
 
 
-def _sc_reduce(loss, reduction: str):
+def _reduce(loss, reduction: str):
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -160,7 +160,7 @@ class SigmoidFocalLoss(Function):
 def sigmoid_focal_loss_manual(x, target, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "mean"):
     """Sigmoid focal loss (Lin et al.) as one Function with its gradient derived by hand."""
     x = as_variable(x)
-    return _sc_reduce(SigmoidFocalLoss(alpha, gamma)(x, as_variable(target, x)), reduction)
+    return _reduce(SigmoidFocalLoss(alpha, gamma)(x, as_variable(target, x)), reduction)
 
 
 def sigmoid_focal_loss_composed(x, target, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "mean"):
@@ -174,7 +174,7 @@ def sigmoid_focal_loss_composed(x, target, alpha: float = 0.25, gamma: float = 2
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
-    return _sc_reduce(loss, reduction)
+    return _reduce(loss, reduction)
 
 
 class DropoutFunction(Function):

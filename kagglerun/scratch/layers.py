@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from .core import Parameter, ScratchConfig, array_module, to_numpy
 from .conv import conv2d, max_pool2d
+from .core import Parameter, ScratchConfig, array_module, to_numpy
 from .functions import batch_norm, dropout, linear
 
 
-def _sc_uniform(shape, bound: float):
+def _uniform(shape, bound: float):
     """PyTorch's default init draws U(-bound, bound); drawn on the host from the engine's generator."""
     values = ScratchConfig.rng.uniform(-bound, bound, size=shape).astype(np.float32)
     return array_module().asarray(values)
@@ -19,6 +20,8 @@ def _sc_uniform(shape, bound: float):
 
 class Layer:
     """A container of Parameters, buffers and sub-layers, named in assignment order (as torch modules)."""
+
+    _children: dict[str, Any]
 
     def __init__(self):
         object.__setattr__(self, "_children", {})
@@ -46,7 +49,7 @@ class Layer:
 
     def named_buffers(self, prefix: str = ""):
         """Non-trained state (batchnorm running statistics): arrays held in `self.buffers`."""
-        for name, value in getattr(self, "buffers", {}).items():
+        for name in getattr(self, "buffers", {}):
             yield prefix + name, self, name
         for name, child in self._children.items():
             if isinstance(child, Layer):
@@ -82,8 +85,8 @@ class Linear(Layer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         bound = 1.0 / math.sqrt(in_features)  # kaiming_uniform(a=sqrt(5)) reduces to 1/sqrt(fan_in)
-        self.W = Parameter(_sc_uniform((out_features, in_features), bound), "W")
-        self.b = Parameter(_sc_uniform((out_features,), bound), "b") if bias else None
+        self.W = Parameter(_uniform((out_features, in_features), bound), "W")
+        self.b = Parameter(_uniform((out_features,), bound), "b") if bias else None
 
     def forward(self, x):
         return linear(x, self.W, self.b)
@@ -97,8 +100,8 @@ class Conv2d(Layer):
         super().__init__()
         self.stride, self.pad = stride, pad
         bound = 1.0 / math.sqrt(in_channels * kernel * kernel)
-        self.W = Parameter(_sc_uniform((out_channels, kernel, kernel, in_channels), bound), "W")
-        self.b = Parameter(_sc_uniform((out_channels,), bound), "b") if bias else None
+        self.W = Parameter(_uniform((out_channels, kernel, kernel, in_channels), bound), "W")
+        self.b = Parameter(_uniform((out_channels,), bound), "b") if bias else None
 
     def forward(self, x):
         return conv2d(x, self.W, self.b, self.stride, self.pad)

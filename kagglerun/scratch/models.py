@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import reshape
 from .conv import max_pool2d
+from .core import reshape
 from .functions import relu
 from .layers import BatchNorm2d, Conv2d, Dropout, Layer, Linear, Sequential
 
 
-def _sc_ch(n: int, width: float) -> int:
+def _ch(n: int, width: float) -> int:
     return max(1, int(round(n * width)))
 
 
-def _sc_flatten(x):
+def _flatten(x):
     return reshape(x, (x.shape[0], -1))
 
 
-def _sc_pool(x):
+def _pool(x):
     return max_pool2d(x, 2, 2)
 
 
@@ -36,7 +36,7 @@ class ScratchC5L3(Layer):
     def __init__(self, channels: int, size: int, num_classes: int, m: dict[str, Any]):
         super().__init__()
         w, placement = m["width"], m["dropout"]
-        widths = [_sc_ch(c, w) for c in (128, 256, 512, 512, 256)]
+        widths = [_ch(c, w) for c in (128, 256, 512, 512, 256)]
         steps: list = []
         c_in = channels
         for i, c_out in enumerate(widths):
@@ -45,15 +45,15 @@ class ScratchC5L3(Layer):
                 steps.append(BatchNorm2d(c_out))
             steps.append(relu)
             if i in (0, 1, 4):
-                steps.append(_sc_pool)
+                steps.append(_pool)
                 if placement == "all":
                     steps.append(Dropout(m["conv_dropout"]))
             c_in = c_out
         self.features = Sequential(*steps)
         pooled = size // 2 // 2 // 2  # floor, as torch's MaxPool2d(2): 32 -> 4, 28 -> 3
-        head: list = [_sc_flatten]
+        head: list = [_flatten]
         f_in = widths[-1] * pooled * pooled
-        for f_out in (_sc_ch(c, w) for c in (512, 256, 128)):
+        for f_out in (_ch(c, w) for c in (512, 256, 128)):
             head += [Linear(f_in, f_out), relu]
             if placement in ("all", "linear"):
                 head.append(Dropout(m["linear_dropout"]))
@@ -95,12 +95,12 @@ class ScratchResNet18(Layer):
     def __init__(self, channels: int, num_classes: int, m: dict[str, Any]):
         super().__init__()
         bn, w = m["batchnorm"], m["width"]
-        c = _sc_ch(64, w)
+        c = _ch(64, w)
         self.stem = Sequential(*([Conv2d(channels, c, 3, 1, 1, bias=not bn)] + ([BatchNorm2d(c)] if bn else [])))
         blocks = []
         c_in = c
         for i in range(4):
-            c_stage = _sc_ch(64 * 2**i, w)
+            c_stage = _ch(64 * 2**i, w)
             for j in range(2):
                 blocks.append(ScratchBasicBlock(c_in, c_stage, 2 if (i > 0 and j == 0) else 1, bn))
                 c_in = c_stage
@@ -112,7 +112,7 @@ class ScratchResNet18(Layer):
         return self.fc(x.mean(axis=(1, 2)))
 
 
-def build_scratch_model(model: dict[str, Any], channels: int, size: int, num_classes: int = 10) -> Layer:
+def build_model(model: dict[str, Any], channels: int, size: int, num_classes: int = 10) -> Layer:
     """The scratch network an experiment's `model` section names (c5l3 or resnet18)."""
     name = model["name"]
     if name == "c5l3":
@@ -122,5 +122,5 @@ def build_scratch_model(model: dict[str, Any], channels: int, size: int, num_cla
     raise ValueError(f"model.name: the scratch engine builds c5l3 and resnet18, not {name!r}")
 
 
-def scratch_param_count(model: Layer) -> int:
+def param_count(model: Layer) -> int:
     return sum(int(p.size) for p in model.parameters())

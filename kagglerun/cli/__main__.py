@@ -1,0 +1,5 @@
+"""`python -m kagglerun.cli`: the kagglerun command."""
+
+from . import main
+
+main()

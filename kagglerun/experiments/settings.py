@@ -1,0 +1,165 @@
+"""The settings model: one typed, frozen object per experiment that rejects unknown keys and wrong types."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..core.contract import settings_hash
+from ..errors import ExperimentError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSettings(_Section):
+    """The network: architecture, normalisation and regularisation."""
+
+    name: Literal["c5l3", "vgg16", "resnet18", "resnet50"]
+    batchnorm: bool = False
+    dropout: Literal["none", "linear", "all"] = "none"  # where dropout layers go
+    conv_dropout: float = Field(0.3, ge=0.0, lt=1.0)  # rate after the conv blocks (dropout = "all")
+    linear_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # rate after hidden linear layers
+    width: float = Field(1.0, gt=0.0, le=4.0)  # multiplies every channel count, for small runs
+
+
+class DataSettings(_Section):
+    """The data set, its augmentation and its normalisation."""
+
+    dataset: Literal["cifar10", "mnist", "digits", "synthetic"]
+    synthetic_like: Literal["cifar10", "mnist"] = "cifar10"  # shape of the synthetic tensors
+    synthetic_train: int = Field(2048, ge=1)
+    synthetic_test: int = Field(512, ge=1)
+    train_limit: int | None = Field(None, ge=1)  # use only the first N training images
+    test_limit: int | None = Field(None, ge=1)
+    # The seed's base augmentation: RandomRotation, RandomHorizontalFlip, RandomAffine(translate).
+    augment: bool = True
+    rotation: float = Field(15.0, ge=0.0, le=180.0)  # degrees
+    hflip: bool = True
+    translate: float = Field(0.1, ge=0.0, lt=0.5)  # fraction of width and height
+    # The seed's "extra" augmentation: ColorJitter(0.2, 0.2, 0.2, 0.1).
+    color_jitter: bool = False
+    brightness: float = Field(0.2, ge=0.0, le=1.0)
+    contrast: float = Field(0.2, ge=0.0, le=1.0)
+    saturation: float = Field(0.2, ge=0.0, le=1.0)
+    hue: float = Field(0.1, ge=0.0, le=0.5)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _std_positive(self) -> DataSettings:
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        return self
+
+
+class TrainingSettings(_Section):
+    """Optimisation: optimizer, schedule, length, precision and where it runs."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(3e-4, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam only
+    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    step_size: int = Field(30, ge=1)  # epochs between decays (lr_schedule = "step")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on T4, bf16 on Ampere+
+    channels_last: bool = True
+    compile: bool = False  # torch.compile
+    time_budget_minutes: float = Field(690.0, gt=0.0)  # stop cleanly, with a checkpoint, before Kaggle's 12 h
+
+
+class KaggleSettings(_Section):
+    """How the kernel is pushed to Kaggle."""
+
+    slug: str | None = None  # defaults to "kagglerun-<experiment>" with '_' as '-'
+    title: str | None = None  # defaults to the slug with '-' as ' '; must slugify to the slug
+    owner: str | None = None  # Kaggle user; defaults to the credentials' username
+    gpu: bool = True
+    machine_shape: str = "NvidiaTeslaT4"
+    internet: bool = False
+    dataset_sources: tuple[str, ...] = ()
+    kernel_sources: tuple[str, ...] = ()
+    competition_sources: tuple[str, ...] = ()
+    private: bool = True
+
+    @model_validator(mode="after")
+    def _slug_shape(self) -> KaggleSettings:
+        if self.slug is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{3,48}[a-z0-9]", self.slug):
+            raise ValueError("slug must be 5-50 characters of a-z, 0-9 and '-'")
+        return self
+
+
+class ReportSettings(_Section):
+    """Where the experiment appears in the comparison report."""
+
+    group: str = ""  # experiments with the same group share a table and an overlay plot
+    also: tuple[str, ...] = ()  # further groups whose tables show this experiment too
+    label: str = ""  # the column title in the group's table (defaults to the experiment name)
+    order: int = 0  # column order inside the group
+
+
+class Settings(_Section):
+    """One experiment, fully resolved (after `extends`)."""
+
+    name: str
+    description: str = ""
+    engine: Literal["torch", "scratch"] = "torch"
+    model: ModelSettings
+    data: DataSettings
+    training: TrainingSettings
+    kaggle: KaggleSettings = KaggleSettings()
+    report: ReportSettings = ReportSettings()
+
+    @property
+    def slug(self) -> str:
+        return self.kaggle.slug or "kagglerun-" + self.name.replace("_", "-")
+
+    @property
+    def title(self) -> str:
+        return self.kaggle.title or self.slug.replace("-", " ")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON data: what the notebook receives."""
+        return json.loads(self.model_dump_json())
+
+    @property
+    def hash(self) -> str:
+        return settings_hash(self.as_dict())
+
+    def with_overrides(self, **dotted: Any) -> Settings:
+        """A copy with `section.key` values replaced, validated again (for quick local runs)."""
+        data = self.as_dict()
+        for key, value in dotted.items():
+            section, _, field = key.partition(".")
+            data[section][field] = value
+        return validate_settings(data, f"overrides for {self.name}")
+
+
+def validate_settings(data: dict[str, Any], source: str) -> Settings:
+    try:
+        # JSON mode keeps strict typing (no "150" for 150) while accepting arrays as tuples and ints as floats.
+        return Settings.model_validate_json(json.dumps(data, default=str))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ExperimentError(f"{source}: {key}: {msg}{more}") from None

@@ -1,0 +1,31 @@
+"""`kagglerun show`: one experiment's settings after inheritance, as TOML text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .store import ExperimentStore
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""  # unset'
+    return json.dumps(value)
+
+
+def resolved_settings_toml(store: ExperimentStore, name: str) -> str:
+    """The experiment after inheritance, as TOML (unset optional values shown as comments)."""
+    s = store.load(name)
+    data = s.as_dict()
+    lines = [f"# {name}: resolved from {store.path(name)}", f"# settings hash {s.hash}", ""]
+    for key in ("description", "engine"):
+        lines.append(f"{key} = {_toml_value(data.pop(key))}")
+    data.pop("name")
+    for section, values in data.items():
+        lines += ["", f"[{section}]"]
+        for key, value in values.items():
+            lines.append(f"# {key} (unset)" if value is None else f"{key} = {_toml_value(value)}")
+    return "\n".join(lines)

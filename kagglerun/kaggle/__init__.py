@@ -1,0 +1,14 @@
+"""The Kaggle adapter: the only package that imports the official `kaggle` client and its SDK (kagglesdk),
+always lazily, inside functions. It turns their behaviour into our exceptions and types.
+
+May import: the standard library, requests, kaggle/kagglesdk (lazily), `kagglerun.errors` and `kagglerun.states`.
+"""
+
+from .client import KaggleKernels, connect
+from .credentials import Credentials, load_credentials
+from .retry import RetryPolicy
+from .sdk import ENDPOINT_ENV, validate_kernel_folder
+from .types import DownloadFailed, OutputFile, Outputs, PushResult, Quota, SessionStatus
+
+__all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "OutputFile", "Outputs", "PushResult",
+           "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "validate_kernel_folder"]

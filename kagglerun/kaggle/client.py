@@ -1,0 +1,267 @@
+"""The kernels API through the official SDK client: push, status, outputs, download, log, cancel, quota.
+Transient failures are retried by the one policy (retry.py); everything else becomes a KaggleError subclass."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
+from ..states import KernelState
+from .credentials import Credentials, load_credentials
+from .logs import log_text
+from .retry import RetryPolicy, TimeoutAdapter, connection_refused, retry_after
+from .sdk import kaggle_api_class, resolve_endpoint, validate_kernel_folder
+from .types import (
+    SESSION_CAP_MESSAGE,
+    DownloadFailed,
+    OutputFile,
+    Outputs,
+    PushResult,
+    Quota,
+    SessionStatus,
+    split_kernel,
+)
+
+
+class KaggleKernels:
+    """Kaggle's kernels API through the official SDK client: push, status, outputs, download, log, cancel,
+    GPU quota. Transient failures are retried; everything else becomes a KaggleError subclass.
+
+    `counters` tallies what was survived (retries by cause, refused downloads) for reports and tests."""
+
+    def __init__(self, credentials: Credentials, *, environ: Mapping[str, str] | None = None,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.credentials = credentials
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.sdk_env, self.endpoint = resolve_endpoint(environ)
+        self.counters: Counter[str] = Counter()
+        self._client = self._build_client()
+
+    @property
+    def username(self) -> str:
+        return self.credentials.username
+
+    def _build_client(self) -> Any:
+        from kagglesdk.kaggle_client import KaggleClient
+
+        client = KaggleClient(env=self.sdk_env, username=self.credentials.username,
+                              password=self.credentials.key, user_agent="kagglerun")
+        http = client._http_client
+        http._endpoint = self.endpoint  # the SDK derives it from the environment alone; honour the override
+        http._init_session()
+        # The SDK prefers an ambient access token (KAGGLE_API_TOKEN, ~/.kaggle/access_token) over the user name
+        # and key it was given; use what we were given, so a demo never sends a real token to an emulator.
+        http._session.auth = (self.credentials.username, self.credentials.key)
+        TimeoutAdapter.mount(http._session, self.retry.timeout_seconds)
+        return client
+
+    @property
+    def _kernels(self) -> Any:
+        return self._client.kernels.kernels_api_client
+
+    # -- the retry loop ---------------------------------------------------------------------------------
+
+    def _call(self, what: str, func: Callable[[], Any], kernel: str = "") -> Any:
+        """Run one request with bounded retries; `what` names it in messages ("push of bsln_4")."""
+        import requests
+
+        for attempt in range(1, self.retry.attempts + 1):
+            last = attempt == self.retry.attempts
+            try:
+                return func()
+            except requests.HTTPError as e:
+                status = e.response.status_code if e.response is not None else 0
+                message = _http_message(e)
+                if status == 429 and not last:
+                    delay = self.retry.delay(attempt, retry_after(e.response))
+                    self.counters["retried_429"] += 1
+                    self._sleep(delay)
+                    continue
+                if status >= 500 and not last:
+                    self.counters[f"retried_{status}"] += 1
+                    self._sleep(self.retry.backoff(attempt))
+                    continue
+                raise self._http_error(what, status, message, kernel) from None
+            except (requests.ConnectionError, requests.Timeout) as e:
+                refused = connection_refused(e)
+                # Nothing listening is rarely transient: give up early with a hint instead of backing off for long.
+                if not last and not (refused and attempt >= 2):
+                    self.counters["retried_connection"] += 1
+                    self._sleep(self.retry.backoff(attempt))
+                    continue
+                hint = ""
+                if refused and self.sdk_env.name != "PROD":
+                    hint = " (is `kagglerun emulator` running there?)"
+                reason = "connection refused" if refused else type(e).__name__
+                raise KaggleError(f"cannot reach Kaggle at {self.endpoint} for the {what}: {reason}{hint}") from None
+        raise AssertionError("unreachable")
+
+    def _http_error(self, what: str, status: int, message: str, kernel: str) -> KaggleError:
+        detail = f" ({message})" if message else ""
+        if status == 401:
+            return CredentialsError(f"Kaggle refused the credentials of {self.username!r} from "
+                                    f"{self.credentials.source} (HTTP 401){detail}: check the user name and key")
+        if status == 403:
+            return KernelError(f"Kaggle denied the {what} (HTTP 403){detail}: the kernel slug {kernel or '?'} is "
+                               f"wrong or not owned by {self.username!r}, or the key lacks permission")
+        if status == 404:
+            return KernelError(f"Kaggle has no kernel {kernel or '?'} for the {what} (HTTP 404){detail}: "
+                               "check the slug, or push it first")
+        if status == 429:
+            return KaggleError(f"Kaggle kept rate-limiting the {what} (HTTP 429) after "
+                               f"{self.retry.attempts} attempts; wait a few minutes and try again")
+        if status >= 500:
+            return KaggleError(f"Kaggle failed the {what} {self.retry.attempts} times (HTTP {status}){detail}; "
+                               "try again later")
+        if SESSION_CAP_MESSAGE in message.lower():
+            return SessionCapError(f"Kaggle rejected the {what}: {message}")
+        return KaggleError(f"Kaggle rejected the {what} (HTTP {status}){detail}")
+
+    # -- the API ----------------------------------------------------------------------------------------
+
+    def push(self, folder: Path) -> PushResult:
+        """Push a rendered kernel folder and start a new version. The official client's own validation and
+        request building run first (`validate_kernel_folder`), so a bad folder fails before the network."""
+        folder = Path(folder)
+        request = validate_kernel_folder(folder)
+        kernel = request.slug
+        response = self._call(f"push of {folder.name}", lambda: self._kernels.save_kernel(request), kernel)
+        # The server reports many refusals inside a 200 response; the official CLI prints them and exits 0.
+        if response.error:
+            if SESSION_CAP_MESSAGE in response.error.lower():
+                raise SessionCapError(f"Kaggle rejected the push of {folder.name}: {response.error}")
+            raise KaggleError(f"Kaggle rejected the push of {folder.name}: {response.error}")
+        invalid = {name: getattr(response, f"invalid_{name}_sources") for name in ("dataset", "kernel",
+                   "competition", "model")}
+        invalid = {k: v for k, v in invalid.items() if v}
+        if invalid or response.invalid_tags:
+            listed = "; ".join(f"{k} sources {', '.join(v)}" for k, v in invalid.items())
+            if response.invalid_tags:
+                listed = "; ".join(filter(None, [listed, f"tags {', '.join(response.invalid_tags)}"]))
+            raise KaggleError(f"Kaggle rejected the push of {folder.name}: invalid {listed}")
+        if not response.version_number:
+            raise KaggleError(f"Kaggle accepted the push of {folder.name} but returned no version number")
+        ref = (response.ref or kernel).strip("/")
+        if ref.count("/") != 1:  # the server may answer with a path such as /code/owner/slug
+            ref = "/".join(ref.split("/")[-2:])
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(response.url or "").query)
+        session = (query.get("scriptVersionId") or ["0"])[0]
+        return PushResult(ref, int(response.version_number), response.url or "", int(session) if session.isdigit() else 0)
+
+    def status(self, kernel: str, version: int | None = None) -> SessionStatus:
+        """The state of the kernel's session (of `version` when given, else the latest)."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
+
+        owner, slug = split_kernel(kernel)
+        request = ApiGetKernelSessionStatusRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        if version:
+            request.version_label = f"v{version}"
+        response = self._call(f"status of {kernel}", lambda: self._kernels.get_kernel_session_status(request), kernel)
+        state = KernelState.parse(response.status.name) if response.status is not None else KernelState.UNKNOWN
+        return SessionStatus(state, response.failure_message or "")
+
+    def outputs(self, kernel: str, version: int | None = None, page_size: int = 50) -> Outputs:
+        """Every output file of the kernel's session, following the pages, and its log."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+        owner, slug = split_kernel(kernel)
+        files: list[OutputFile] = []
+        log, token, seen = "", "", set()
+        while True:
+            request = ApiListKernelSessionOutputRequest()
+            request.user_name, request.kernel_slug = owner, slug
+            request.page_size, request.page_token = page_size, token
+            if version:
+                request.version_label = f"v{version}"
+            response = self._call(f"output listing of {kernel}",
+                                  functools.partial(self._kernels.list_kernel_session_output, request), kernel)
+            files.extend(OutputFile(f.file_name, f.url) for f in response.files or [] if f is not None)
+            log = log or response.log or ""
+            token = response.next_page_token or ""
+            if not token or token in seen:  # a server repeating a token must not loop us forever
+                return Outputs(files, log)
+            seen.add(token)
+
+    def log(self, kernel: str, version: int | None = None) -> str:
+        """The session's log as plain text (Kaggle stores it as JSON events; their `data` is joined)."""
+        return log_text(self.outputs(kernel, version, page_size=1).log)
+
+    def download(self, url: str, dest: Path) -> None:
+        """Stream one output file to `dest` with the official client's download code (which checks the
+        Content-Length). Raises DownloadFailed for a bad status or a short body; OSError for a local failure.
+        Like the official client, the URL is fetched without our credentials: on Kaggle it is a signed URL
+        on another host."""
+        import requests
+
+        try:
+            response = requests.get(url, stream=True, timeout=self.retry.timeout_seconds)
+            response.raise_for_status()
+            self._official_api().download_file(response, str(dest), None, quiet=True, resume=False, max_retries=0)
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            raise DownloadFailed(f"HTTP {status}", status=status,
+                                 retry_after=retry_after(e.response) if status == 429 else None) from None
+        except (requests.RequestException, ValueError) as e:  # ValueError: the client's size check
+            raise DownloadFailed(f"{type(e).__name__}: {e}") from None
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            raise DownloadFailed(f"{type(e).__name__}: {e}") from None
+
+    def cancel(self, session_id: int) -> None:
+        """Ask Kaggle to stop a running session."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiCancelKernelSessionRequest
+
+        request = ApiCancelKernelSessionRequest()
+        request.kernel_session_id = int(session_id)
+        response = self._call("cancel", lambda: self._kernels.cancel_kernel_session(request))
+        if response is not None and response.error_message:
+            raise KaggleError(f"Kaggle refused to cancel session {session_id}: {response.error_message}")
+
+    def gpu_quota(self) -> Quota | None:
+        """This week's GPU quota, or None when the server does not say."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiGetAcceleratorQuotaStatisticsRequest
+
+        response = self._call("GPU quota query", lambda: self._kernels.get_accelerator_quota_statistics(
+            ApiGetAcceleratorQuotaStatisticsRequest()))
+        quota = response.gpu_quota
+        if quota is None or quota.total_time_allowed is None:
+            return None
+        used = (quota.time_used.total_seconds() if quota.time_used else 0.0)
+        used += quota.time_reserved.total_seconds() if quota.time_reserved else 0.0
+        refresh = response.quota_refresh_time.isoformat() if response.quota_refresh_time else ""
+        return Quota(used, quota.total_time_allowed.total_seconds(), refresh)
+
+    def _official_api(self) -> Any:
+        if not hasattr(self, "_api"):
+            api = kaggle_api_class()()
+            api.config_values = {}
+            self._api = api
+        return self._api
+
+
+def connect(environ: Mapping[str, str] | None = None, retry: RetryPolicy | None = None) -> KaggleKernels:
+    """A KaggleKernels for the credentials and endpoint of the environment."""
+    return KaggleKernels(load_credentials(environ), environ=environ, retry=retry)
+
+
+def _http_message(e: Any) -> str:
+    """The server's own message for an HTTP error (JSON "message" field, else the exception text)."""
+    response = getattr(e, "response", None)
+    try:
+        body = response.json() if response is not None else {}
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])[:300]
+    except ValueError:
+        pass
+    text = str(e.args[0]) if e.args else ""
+    return "" if text.startswith(("4", "5")) and " for url:" in text else text[:300]

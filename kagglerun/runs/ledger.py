@@ -1,0 +1,191 @@
+"""The ledger: results/ledger.json, what was pushed to Kaggle, which version, its state, and when it was pulled.
+
+One entry per experiment, holding every pushed version in order (the last is the current one), so a
+resumed experiment keeps the history of the sessions that made it. A packed experiment's entry names the
+pack's kernel and carries `"pack": {"name": "pack_a_b", "members": ["a", "b"]}`; its runs hold its own
+settings hash, so each member is judged (skipped, pulled, verified) on its own, and its `run_state` says how
+its own training ended when that differs from the kernel's (one member failing fails the kernel):
+
+    {"format": 1, "experiments": {"bsln_4": {"kernel": "ann/kagglerun-bsln-4", "runs": [
+        {"version": 3, "settings_hash": "…", "core_hash": "…", "pushed_at": "…", "state": "complete",
+         "failure": "", "finished_at": "…", "resumes": 2, "has_checkpoint": true, "pulled_at": "…"}]}}}
+
+Writes are atomic and serialised by a lock file, so `push --wait` in one terminal and `status` in another
+do not lose each other's updates. A corrupt ledger is an error naming the file; it is never overwritten,
+and the previous good version is kept beside it as ledger.json.bak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.contract import atomic_write_bytes
+from ..errors import ExperimentError, LedgerError
+from ..states import FINISHED
+from ..workspace import Workspace
+
+LEDGER_FILE = "ledger.json"
+FORMAT = 1
+
+
+@dataclass
+class Version:
+    """One pushed version of an experiment's kernel."""
+
+    version: int
+    settings_hash: str
+    core_hash: str
+    pushed_at: str
+    state: str = "queued"  # Kaggle's session state, lower case: queued, running, complete, error, …
+    failure: str = ""  # Kaggle's failure message, or ours (e.g. stale output)
+    finished_at: str = ""
+    resumes: int | None = None  # the version whose checkpoint this one was given as input
+    has_checkpoint: bool = False  # its output holds checkpoint_last.pt (so a later push can resume it)
+    epochs_done: int | None = None  # from the pulled summary
+    # The run's own summary.json state once read (at its end or on pull): complete; stopped by its time budget
+    # (Kaggle still says complete; the next push resumes it); failed (a pack member: its kernel's state is error)
+    run_state: str = ""
+    pulled_at: str = ""
+    session_id: int = 0  # Kaggle's id of this version's session (to cancel it)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+@dataclass
+class Record:
+    """An experiment's kernel and its pushed versions, oldest first."""
+
+    kernel: str
+    versions: list[Version] = field(default_factory=list)
+    pack: dict[str, Any] | None = None  # {"name": pack name, "members": [experiment, …]} when packed
+
+    @property
+    def latest(self) -> Version | None:
+        return self.versions[-1] if self.versions else None
+
+    @property
+    def last(self) -> Version:
+        """The latest version, of a record known to have one."""
+        if not self.versions:
+            raise LedgerError(f"ledger record of {self.kernel} has no versions")
+        return self.versions[-1]
+
+    @property
+    def pack_name(self) -> str:
+        return self.pack["name"] if self.pack else ""
+
+    def output_prefix(self, name: str) -> str:
+        """Where experiment `name`'s files lie in its kernel's output: a pack's member's in `<name>/`."""
+        return f"{name}/" if self.pack else ""
+
+
+class Ledger:
+    """results/ledger.json. Read with `load()`; change with `with ledger.update() as entries: …`."""
+
+    def __init__(self, results_dir: Path):
+        self.path = Path(results_dir) / LEDGER_FILE
+        self.backup = self.path.with_name(LEDGER_FILE + ".bak")
+        self._lock_path = self.path.with_name("." + LEDGER_FILE + ".lock")
+
+    def load(self) -> dict[str, Record]:
+        """Every entry by experiment name; an absent ledger is empty."""
+        raw = self._read_bytes()
+        return self._parse(raw) if raw is not None else {}
+
+    def entry(self, name: str) -> Record | None:
+        return self.load().get(name)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict[str, Record]]:
+        """Lock, load, let the caller change the entries, then write them back atomically."""
+        with self._locked():
+            raw = self._read_bytes()
+            entries = self._parse(raw) if raw is not None else {}
+            before = _ledger_dict(entries)
+            yield entries
+            data = _ledger_dict(entries)
+            if raw is not None and data == before:  # nothing changed: leave the file (and its backup) alone
+                return
+            text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+            if raw is not None:  # keep the last good version: a hand edit gone wrong can be undone
+                atomic_write_bytes(self.backup, raw)
+            atomic_write_bytes(self.path, text)
+
+    def _read_bytes(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot read the ledger: {e.strerror}") from None
+
+    def _parse(self, raw: bytes) -> dict[str, Record]:
+        hint = (f"; the previous version is in {self.backup}" if self.backup.exists() else "") + \
+            " (fix or move it aside; kagglerun will not overwrite it)"
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise LedgerError(f"{self.path}: corrupt ledger: {e}{hint}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("experiments"), dict):
+            raise LedgerError(f"{self.path}: corrupt ledger: no \"experiments\" object{hint}")
+        if data.get("format") != FORMAT:
+            raise LedgerError(f"{self.path}: ledger format {data.get('format')!r} is not {FORMAT}{hint}")
+        entries = {}
+        for name, item in data["experiments"].items():
+            try:
+                runs = [Version(**run) for run in item.get("runs", [])]
+                pack = item.get("pack")
+                if pack is not None and not (isinstance(pack.get("name"), str) and isinstance(pack.get("members"), list)):
+                    raise TypeError("pack needs a name and a list of members")
+                entries[name] = Record(str(item["kernel"]), runs, pack)
+            except (TypeError, KeyError, AttributeError) as e:
+                raise LedgerError(f"{self.path}: corrupt ledger: entry {name!r}: {e}{hint}") from None
+        return entries
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; single-process use is still safe
+            yield
+            return
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _entry_dict(e: Record) -> dict[str, Any]:
+    item: dict[str, Any] = {"kernel": e.kernel, "runs": [dataclasses.asdict(r) for r in e.versions]}
+    if e.pack is not None:  # absent for single runs: ledgers written before packing read the same
+        item["pack"] = e.pack
+    return item
+
+
+def _ledger_dict(entries: dict[str, Record]) -> dict[str, Any]:
+    return {"format": FORMAT, "experiments": {name: _entry_dict(e) for name, e in sorted(entries.items())}}
+
+
+def select_recorded(ws: Workspace, patterns: tuple[str, ...] | list[str], all_: bool, *, required: bool = False) -> list[str]:
+    """Experiments for `status` and `pull`: the given names or globs (checked against experiments/), else,
+    with --all or when nothing is named and `required` is False, every experiment in the ledger."""
+    if patterns:
+        return ws.store().select(patterns)
+    if required and not all_:
+        raise ExperimentError("name at least one experiment (or a glob, or --all)")
+    names = sorted(Ledger(ws.results).load())
+    if not names:
+        raise ExperimentError(f"nothing has been pushed from this workspace yet ({ws.results / LEDGER_FILE} "
+                              "has no experiments); push one first")
+    return names

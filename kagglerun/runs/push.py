@@ -1,0 +1,322 @@
+"""Push experiments to Kaggle: render and validate, skip what has not changed, attach a stopped run's own
+output so the new version resumes from its checkpoint, and with `wait` keep at most N sessions running,
+pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time budget.
+
+A pack (several experiments in one kernel, notebook.packs) is one plan and one session; the ledger
+records each member under its own name, so a pack is unchanged only when every member is. The decisions
+themselves are pure functions in plan.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.contract import now_iso, read_summary
+from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
+from ..experiments import Settings
+from ..kaggle import KaggleKernels, Quota, validate_kernel_folder
+from ..notebook.render import METADATA_FILE, default_owner, render_experiments
+from ..progress import SILENT, Observer, StatusRow
+from ..states import KernelState, PlanAction, RowState
+from ..workspace import Workspace
+from .ledger import Ledger, Record, Version
+from .plan import DEFAULT_RUN_SECONDS, PushPlan, combine, decide, resume_decision
+from .status import refresh_entry, row_for
+
+STATUS_FAILURES_TOLERATED = 10  # consecutive failed status rounds before `wait` gives up
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """How `push_experiments` pushes (the CLI's options)."""
+
+    force: bool = False  # push even experiments unchanged since their last successful push
+    dry_run: bool = False  # render and plan only; no network
+    wait: bool = False  # keep at most max_running sessions, push the rest as slots free, until all finish
+    max_running: int = 2  # Kaggle allows two GPU sessions at a time
+    retries: int = 2  # with wait: pushes again (resuming) of a run that dies or stops
+    poll_seconds: float = 10.0  # with wait: between status rounds
+
+
+@dataclass
+class PushReport:
+    """What a push did: the plans, each experiment's final row, the quota and any warnings."""
+
+    plans: list[PushPlan]
+    rows: list[StatusRow] = field(default_factory=list)
+    quota: Quota | None = None
+    needed_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def not_complete(self) -> list[StatusRow]:
+        done = (KernelState.COMPLETE, RowState.SKIPPED, KernelState.QUEUED, KernelState.RUNNING)
+        return [r for r in self.rows if r.state not in done]
+
+
+def _kernel_of(folder: Path) -> str:
+    return json.loads((folder / METADATA_FILE).read_text())["id"]
+
+
+def _rendered(folder: Path) -> dict:
+    """The notebook's own record of what it runs (experiment, hashes, a pack's members): the plan is
+    judged on exactly what was rendered."""
+    return json.loads((folder / f"{folder.name}.ipynb").read_text())["metadata"]["kagglerun"]
+
+
+def _estimate_seconds(ws: Workspace, s: Settings) -> float:
+    """Expected session time: the per-epoch time of an earlier run in results/, else a default."""
+    summary = read_summary(ws.result_dir(s.name)) or {}
+    try:
+        per_epoch = float(summary["total_seconds"]) / int(summary["epochs_done"])
+        return per_epoch * s.training.epochs
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        return DEFAULT_RUN_SECONDS
+
+
+def attach_own_output(folder: Path, kernel: str) -> None:
+    """Add the kernel itself to kernel_sources: Kaggle then mounts its previous version's output under
+    /kaggle/input, where the training core finds checkpoint_last.pt."""
+    path = folder / METADATA_FILE
+    meta = json.loads(path.read_text())
+    sources = list(meta.get("kernel_sources") or [])
+    if kernel not in sources:
+        meta["kernel_sources"] = sources + [kernel]
+        path.write_text(json.dumps(meta, indent=2) + "\n")
+    validate_kernel_folder(folder)
+
+
+def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
+              packs: list[list[str]] | tuple[()] = ()) -> list[PushPlan]:
+    """Render every experiment and pack for `owner` (all or nothing) and decide, from the ledger, what to push."""
+    folders = render_experiments(ws, names, owner=owner, packs=packs)
+    store = ws.store()
+    entries = Ledger(ws.results).load()
+    plans = []
+    for folder in folders:
+        kernel, rendered = _kernel_of(folder), _rendered(folder)
+        members = rendered.get("pack") or {}
+        hashes = members or {rendered["experiment"]: rendered["settings_hash"]}
+        core = rendered["core_hash"]
+        action, reason, resumes = combine({n: decide(entries.get(n), kernel, h, core, force) for n, h in hashes.items()})
+        # A pack's members run side by side, one GPU each
+        estimate = max(_estimate_seconds(ws, store.load(n)) for n in hashes)
+        plans.append(PushPlan(folder.name, folder, kernel, rendered["settings_hash"], core, action, reason, resumes,
+                              estimate, members))
+    return plans
+
+
+def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
+    """Push one planned experiment or pack and record the new version in the ledger (under each member's
+    name for a pack); returns the new version's run."""
+    if plan.action == PlanAction.RESUME:
+        attach_own_output(plan.folder, plan.kernel)
+    result = api.push(plan.folder)
+    pushed_at = now_iso()
+    with Ledger(ws.results).update() as entries:
+        for name, settings_hash in plan.recorded.items():
+            run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
+                      pushed_at=pushed_at, resumes=plan.resumes, session_id=result.session_id)
+            entry = entries.get(name)
+            if entry is None or entry.kernel != result.kernel:
+                entry = entries[name] = Record(result.kernel)
+            entry.pack = plan.pack
+            entry.versions = [r for r in entry.versions if r.version != run.version] + [run]
+    return run
+
+
+def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **fields) -> dict[str, StatusRow]:
+    """The status rows of a plan, one per recorded experiment: from its pushed run, else from `fields`."""
+    pack = plan.name if plan.members else ""
+    if run is None:
+        return {n: StatusRow(n, plan.kernel, pack=pack, **fields) for n in plan.recorded}
+    rows = {n: row_for(n, plan.kernel, run, pack) for n in plan.recorded}
+    for row in rows.values():
+        row.attempt = attempt
+    return rows
+
+
+def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | None,
+                     packs: list[list[str]] | tuple[()] = (), options: PushOptions = PushOptions(),
+                     observer: Observer = SILENT, sleep: Callable[[float], None] = time.sleep) -> PushReport:
+    """Render, plan and push `names`, and each group of `packs` as one packed kernel.
+
+    Without `options.wait`, push each planned experiment once; Kaggle's session cap stops the batch with
+    SessionCapError (what was pushed is in the ledger). With `wait`, keep at most `max_running` sessions
+    (those already running count too), push the rest as slots free up, wait out cap rejections, and push
+    again, resuming, an experiment whose session dies or whose run stops on its time budget (its summary says
+    "stopped" though Kaggle says complete), up to `retries` times; return when all have finished.
+    `dry_run` renders and plans only, with no network (`api` may then be None)."""
+    owner = api.username if api is not None else default_owner()
+    if api is not None:  # decide on current states: a run the ledger last saw running may have ended
+        with Ledger(ws.results).update() as entries:
+            for name in [*names, *(m for group in packs for m in group)]:
+                if name in entries:
+                    refresh_entry(api, name, entries[name])
+    plans = plan_push(ws, names, owner, options.force, packs)
+    report = PushReport(plans)
+    todo = [p for p in plans if p.action != PlanAction.SKIP]
+    for p in plans:
+        if p.action == PlanAction.SKIP:
+            observer.event(f"skipped {p.name}: {p.reason}")
+    report.needed_seconds = sum(p.estimate_seconds for p in todo)
+    if options.dry_run or api is None:
+        report.rows = [row for p in plans for row in _plan_rows(
+            p, state="would " + p.action if p.action != PlanAction.SKIP else RowState.SKIPPED,
+            failure=p.reason).values()]
+        return report
+    _check_quota(api, report, todo, observer)
+    rows = {n: row for p in plans for n, row in _plan_rows(
+        p, state=RowState.SKIPPED if p.action == PlanAction.SKIP else RowState.TO_PUSH, failure=p.reason).items()}
+    if options.wait:
+        _Waiter(ws, api, todo, rows, options, observer, sleep).run()
+    else:
+        _push_each(ws, api, todo, rows, observer)
+    report.rows = list(rows.values())
+    return report
+
+
+def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], observer: Observer) -> None:
+    """Say how much GPU quota is left, and warn when the batch needs more than that."""
+    report.quota = api.gpu_quota()
+    if report.quota is None:
+        return
+    observer.event(f"GPU quota: {report.quota.left_seconds / 3600:.1f} h of {report.quota.total_seconds / 3600:.1f} h "
+                   f"left this week; this batch needs about {report.needed_seconds / 3600:.1f} h")
+    if todo and report.needed_seconds > report.quota.left_seconds:
+        warning = (f"this batch needs about {report.needed_seconds / 3600:.1f} h of GPU time but only "
+                   f"{report.quota.left_seconds / 3600:.1f} h of quota are left; some runs may be stopped")
+        report.warnings.append(warning)
+        observer.event("warning: " + warning)
+
+
+def _push_each(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: dict[str, StatusRow],
+               observer: Observer) -> None:
+    """Push every plan once; the session cap stops the batch, saying what was pushed."""
+    pushed: list[str] = []
+    for plan in todo:
+        try:
+            run = push_one(ws, api, plan)
+        except SessionCapError as e:
+            done = f" (pushed: {', '.join(pushed)})" if pushed else ""
+            raise SessionCapError(f"{e}{done}; use --wait to push the rest as slots free up") from None
+        pushed.append(plan.name)
+        rows.update(_plan_rows(plan, run, attempt=1))
+        observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+
+
+def _sessions(entries: dict[str, Record]) -> dict[str, list[str]]:
+    """The sessions still running, by plan name (the experiment, or its pack), with their ledger names."""
+    active: dict[str, list[str]] = {}
+    for name, entry in sorted(entries.items()):
+        if entry.latest and not entry.latest.finished:
+            active.setdefault(entry.pack_name or name, []).append(name)
+    return active
+
+
+class _Waiter:
+    """`push --wait`: at most `max_running` sessions at once; the rest pushed as slots free up; runs that
+    die or stop pushed again, resuming, up to `retries` times."""
+
+    def __init__(self, ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: dict[str, StatusRow],
+                 options: PushOptions, observer: Observer, sleep: Callable[[float], None]):
+        self.ws, self.api, self.rows, self.options, self.observer, self.sleep = ws, api, rows, options, observer, sleep
+        self.ledger = Ledger(ws.results)
+        self.queue = deque(todo)
+        self.plans = {p.name: p for p in todo}
+        self.attempts: Counter[str] = Counter()
+        # Sessions already running (pushed earlier, in this batch or not) hold slots until they finish.
+        self.active = _sessions(self.ledger.load())
+        self.failed_rounds = 0
+
+    def run(self) -> None:
+        while self.queue or self.active:
+            if self.active:
+                self._refresh()
+                self._settle_finished()
+            self._push_while_free()
+            self.observer.rows(list(self.rows.values()), "kagglerun push --wait")
+            if self.queue or self.active:
+                self.sleep(self.options.poll_seconds)
+
+    def _refresh(self) -> None:
+        try:
+            self._refresh_active()
+            self.failed_rounds = 0
+        except CredentialsError:
+            raise
+        except KaggleError as e:  # a long outage must not lose hours of running sessions: keep waiting
+            self.failed_rounds += 1
+            if self.failed_rounds >= STATUS_FAILURES_TOLERATED:
+                raise
+            self.observer.event(f"status check failed ({e}); trying again in {self.options.poll_seconds:.0f} s")
+
+    def _settle_finished(self) -> None:
+        """Sessions that ended: done, pushed again (resuming) or given up."""
+        rows = self.rows
+        for unit in [u for u, names in self.active.items() if all(rows.get(n) and rows[n].finished for n in names)]:
+            names = self.active.pop(unit)
+            failed = [rows[n] for n in names if rows[n].state != KernelState.COMPLETE]
+            if unit not in self.plans or not failed:
+                continue
+            why = failed[0].failure or failed[0].state
+            if self.attempts[unit] <= self.options.retries:
+                plan = self.plans[unit]
+                entries = self.ledger.load()
+                plan.action, plan.reason, plan.resumes = combine(
+                    {n: resume_decision(entries[n], h) for n, h in plan.recorded.items()})
+                self.queue.append(plan)
+                self.observer.event(f"{unit}: {why}; pushing again ({plan.reason})")
+            else:
+                for row in failed:
+                    row.state = RowState.GAVE_UP
+                self.observer.event(f"{unit}: {why or 'failed'}; gave up after {self.attempts[unit]} attempts")
+
+    def _push_while_free(self) -> None:
+        while self.queue and len(self.active) < self.options.max_running:
+            plan = self.queue[0]
+            try:
+                run = push_one(self.ws, self.api, plan)
+            except SessionCapError:  # Kaggle counts sessions we cannot see (another machine): wait for one to end
+                for name in plan.recorded:
+                    self.rows[name].state = RowState.WAITING
+                return
+            except CredentialsError:
+                raise
+            except KaggleError as e:
+                self.queue.popleft()
+                for name in plan.recorded:
+                    self.rows[name].state, self.rows[name].failure = RowState.PUSH_FAILED, str(e)
+                self.observer.event(f"{plan.name}: {e}")
+                continue
+            self.queue.popleft()
+            self.attempts[plan.name] += 1
+            self.active[plan.name] = list(plan.recorded)
+            self.rows.update(_plan_rows(plan, run, attempt=self.attempts[plan.name]))
+            self.observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+
+    def _refresh_active(self) -> None:
+        with self.ledger.update() as entries:
+            for unit, names in sorted(self.active.items()):
+                for name in names:
+                    entry = entries.get(name)
+                    if entry is None or entry.latest is None:
+                        continue
+                    try:
+                        refresh_entry(self.api, name, entry)
+                    except KernelError as e:  # not on Kaggle (deleted there, or another account's): holds no slot
+                        if unit in self.plans:
+                            self.rows[name] = StatusRow(name, entry.kernel, entry.latest.version, RowState.UNKNOWN,
+                                                        failure=str(e))
+                        else:
+                            self.active.pop(unit, None)
+                            self.observer.event(f"{name}: not counted as running: {e}")
+                            break
+                        continue
+                    row = row_for(name, entry.kernel, entry.latest, entry.pack_name)
+                    row.attempt = self.attempts[unit]
+                    self.rows[name] = row

@@ -1,0 +1,120 @@
+"""`kagglerun status`: ask Kaggle for each session's state, record it in the ledger, give one row per experiment.
+
+A pack's members each have a row, with the pack's kernel and its session's state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ..core.contract import now_iso
+from ..errors import KernelError, PullError
+from ..kaggle import KaggleKernels
+from ..progress import SILENT, Observer, StatusRow
+from ..states import KernelState, RowState, RunState
+from ..workspace import Workspace
+from .ledger import Ledger, Record, Version
+from .outcome import Unverified, read_outcome
+
+LOG_TAIL_LINES = 12
+
+
+def _seconds_between(start: str, end: str = "") -> float | None:
+    try:
+        t0 = datetime.fromisoformat(start)
+        t1 = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    except ValueError:
+        return None
+    return max(0.0, (t1 - t0).total_seconds())
+
+
+def row_for(name: str, kernel: str, run: Version | None, pack: str = "") -> StatusRow:
+    """The row of experiment `name`'s run: Kaggle's state of its session, unless the run's own summary
+    (once read) says more: stopped by its time budget, or, in a pack whose kernel failed, complete or failed."""
+    if run is None:
+        return StatusRow(name, kernel, pack=pack)
+    state, failure = run.state, run.failure
+    if run.finished and run.run_state == RunState.STOPPED:
+        state = RowState.STOPPED
+    elif run.finished and pack and run.run_state in (RunState.COMPLETE, RunState.FAILED):
+        state, failure = ((KernelState.COMPLETE, "") if run.run_state == RunState.COMPLETE
+                          else (KernelState.ERROR, failure))
+    return StatusRow(name, kernel, run.version, state, _seconds_between(run.pushed_at, run.finished_at),
+                     failure, pack=pack)
+
+
+def refresh_entry(api: KaggleKernels, name: str, entry: Record) -> bool:
+    """`refresh_run` for experiment `name`'s latest version (in a pack, its checkpoint is in `name/`)."""
+    return entry.latest is not None and refresh_run(api, entry.kernel, entry.latest, entry.output_prefix(name))
+
+
+def refresh_run(api: KaggleKernels, kernel: str, run: Version, prefix: str = "") -> bool:
+    """Ask Kaggle for `run`'s state and update it in place; True when it has just finished.
+
+    A run that ends without completing is checked for a checkpoint (`prefix` + checkpoint_last.pt in its
+    output), so a later push can resume it. One that completes, and a pack's member whatever the kernel's
+    end, has its summary.json read (`outcome.read_outcome`, one try): a run stopped by its time budget ends
+    COMPLETE on Kaggle, and a member may have completed in a pack whose other member failed."""
+    if run.finished:
+        return False
+    status = api.status(kernel, run.version)
+    run.state = status.state
+    if status.failure:
+        run.failure = status.failure
+    if not status.finished:
+        return False
+    run.finished_at = now_iso()
+    try:
+        read_outcome(api, kernel, run, prefix)
+    except (Unverified, PullError):  # not verifiable now (e.g. stale output): `pull` settles it, with retries
+        pass
+    return True
+
+
+def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
+            log_lines: int = LOG_TAIL_LINES) -> list[StatusRow]:
+    """The state of every named experiment's latest version (all in the ledger when `names` is None),
+    asked of Kaggle for those not yet finished and recorded in the ledger. Failed runs carry their log's
+    last lines."""
+    ledger = Ledger(ws.results)
+    wanted = names if names is not None else sorted(ledger.load())
+    unknown: dict[str, str] = {}  # Kaggle has no such kernel, or not the user's: shown, not fatal to the rest
+    with ledger.update() as entries:
+        for name in wanted:
+            if name in entries:
+                try:
+                    refresh_entry(api, name, entries[name])
+                except KernelError as e:
+                    unknown[name] = str(e)
+        rows = [row_for(n, entries[n].kernel, entries[n].latest, entries[n].pack_name) if n in entries else row_for(n, "", None)
+                for n in wanted]
+    for row in rows:
+        if row.experiment in unknown:
+            row.state, row.failure = RowState.UNKNOWN, unknown[row.experiment]
+        elif row.state in (KernelState.ERROR, KernelState.CANCEL_ACKNOWLEDGED) and log_lines:
+            try:
+                row.log_tail = api.log(row.kernel, row.version).rstrip().splitlines()[-log_lines:]
+            except KernelError:
+                pass
+    return rows
+
+
+def watch(ws: Workspace, api: KaggleKernels, names: list[str] | None = None, *, interval: float = 15.0,
+          observer: Observer = SILENT, sleep: Callable[[float], None] = time.sleep) -> list[StatusRow]:
+    """`refresh` every `interval` seconds until every run has finished, showing the rows to `observer`;
+    returns the final rows."""
+    while True:
+        rows = refresh(ws, api, names, log_lines=0)
+        observer.rows(rows)
+        if all(r.finished for r in rows):
+            return refresh(ws, api, names)
+        sleep(interval)
+
+
+def failure_details(rows: list[StatusRow]) -> list[tuple[str, str, list[str]]]:
+    """(experiment, reason, last log lines) of every failed run, for printing under the table."""
+    return [(r.experiment, r.failure or r.state, r.log_tail) for r in rows
+            if r.log_tail or r.state == KernelState.ERROR]
+
