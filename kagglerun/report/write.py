@@ -111,6 +111,9 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
     for run in ordered_runs:
         acc, epoch = run.best
         best = f"best {acc:.2f} % @ {epoch}" if acc is not None else "no epoch yet"
+        at_val, val_epoch, _ = run.chosen
+        if at_val is not None:  # the result first: the test accuracy where validation chose
+            best = f"{at_val:.2f} % @ {val_epoch} (chosen on val), best test {best.removeprefix('best ')}"
         note = "" if run.state == "complete" else f" ({run.state}, {run.epochs_done}/{run.epochs_total or '?'})"
         jobs.append(RunFigure(run_curves(run), f"{run.name}: {best}{note}", (acc, epoch), run.epochs_total))
     for name, members in groups.items():
@@ -149,6 +152,9 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
                     "pooled": any(len(e.runs) > 1 for e in groups[name]), "figure": figure(len(ordered_runs) + i)}
                    for i, name in enumerate(groups)],
         "problems": [_problem(r, "run-" + safe_names[ordered_runs.index(r)]) for r in problem_runs],
+        # runs whose best epoch was chosen on the test set (no data.val_split): the report says so
+        "test_selected": [r.name for r in ordered_runs if r.selection == "test"],
+        "val_selected": any(r.selection == "val" for r in ordered_runs),
         "skipped": [vars(s) for s in skipped],
         "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i)}
                  for i, r in enumerate(ordered_runs)],
