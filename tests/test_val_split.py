@@ -144,5 +144,6 @@ def test_the_report_gives_the_val_chosen_result_and_says_when_test_chose(tmp_pat
     assert main.loc["with_val", "test acc at best val (%)"] == "60.00 @ 2"
     markdown = report.markdown.read_text()
     assert "was chosen on the test set" in markdown and "TestAccAtBestVal" in markdown
+    assert "10 classes: 0, 1, 2, 3" in markdown and "10 classes: 0, 1" in report.html.read_text()
     summary = report.summary.set_index("experiment")
     assert summary.loc["with_val", "test_acc_at_best_val"] == 60.0 and summary.loc["no_val", "selection"] == "test"

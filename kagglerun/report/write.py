@@ -86,6 +86,15 @@ def _problem(run: Result, anchor: str) -> dict[str, Any]:
             "updated": str(run.summary.get("updated_at") or ""), "log_tail": run.log_tail}
 
 
+def _classes(run: Result, shown: int = 12) -> str:
+    """The data set's classes as its summary names them, e.g. "3 classes: cat, dog, eel" ("" if unknown)."""
+    names = run.summary.get("class_names")
+    if not isinstance(names, list) or not names:
+        return ""
+    listed = ", ".join(map(str, names[:shown])) + (", …" if len(names) > shown else "")
+    return f"{len(names)} classes: {listed}"
+
+
 def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str] | None = None, *,
                  templates: Path | None = None, workers: int | None = 1) -> Report:
     """Build the comparison report of the runs in `results_dir` (default output: `results_dir/report`).
@@ -156,7 +165,8 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
         "test_selected": [r.name for r in ordered_runs if r.selection == "test"],
         "val_selected": any(r.selection == "val" for r in ordered_runs),
         "skipped": [vars(s) for s in skipped],
-        "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i)}
+        "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i),
+                  "classes": _classes(r), "stop_reason": str(r.summary.get("stop_reason") or "")}
                  for i, r in enumerate(ordered_runs)],
     }
     env = environment(templates, report=True)
