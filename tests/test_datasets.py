@@ -256,3 +256,19 @@ def test_stratified_split_is_stratified_and_seeded():
     assert not set(keep.tolist()) & set(held.tolist())
     again, other = stratified_split(y, 0.2, seed=1), stratified_split(y, 0.2, seed=2)
     assert torch.equal(again[1], held) and not torch.equal(other[1], held)
+
+
+def test_the_expected_shape_matches_what_loads(roots):
+    from kagglerun.core.data import expected_shape
+
+    write_cifar100(roots / "input" / "c" / "cifar-100-python")
+    s = settings("cifar100", image_size=40)
+    data = load_data(s)
+    assert expected_shape(s) == (data.channels, data.size, data.num_classes) == (3, 40, 100)
+    assert expected_shape(settings("imagefolder", path="x")) is None
+    with pytest.raises(DataError, match="square"):
+        folder = roots / "data" / "wide"
+        folder.mkdir()
+        header = "label," + ",".join(f"p{i}" for i in range(12))
+        (folder / "train.csv").write_text(header + "\n" + "\n".join(f"{k % 2}," + ",".join(["7"] * 12) for k in range(6)))
+        load_data(settings("csv", path="wide", image_shape=[1, 3, 4]))

@@ -451,6 +451,24 @@ def _per_channel(key: str, values: tuple[float, ...], channels: int) -> tuple[fl
     raise DataError(f"data.{key}: {len(values)} values {list(values)} for a data set of {channels} channel(s)")
 
 
+KNOWN_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "svhn": (3, 32, 10), "mnist": (1, 28, 10),
+                "fashion_mnist": (1, 28, 10), "kmnist": (1, 28, 10), "digits": (1, 28, 10)}
+
+
+def expected_shape(settings: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(channels, size, classes) of the data an experiment names, without reading it; None where only the
+    files can tell (imagefolder, csv). For checks that build a model before any data is at hand."""
+    d = settings["data"]
+    name = d["dataset"]
+    if name == "synthetic":
+        shape = (3, 32, 10) if d["synthetic_like"] == "cifar10" else (1, 28, 10)
+    elif name in KNOWN_SHAPES:
+        shape = KNOWN_SHAPES[name]
+    else:
+        return None
+    return shape[0], d.get("image_size") or shape[1], shape[2]
+
+
 def load_data(settings: dict[str, Any]) -> Data:
     """The data set an experiment names, limited, resized, split and described as `Data`."""
     d = settings["data"]
@@ -477,6 +495,9 @@ def load_data(settings: dict[str, Any]) -> Data:
         test_x, test_y = test_x[: d["test_limit"]], test_y[: d["test_limit"]]
     if d.get("image_size"):
         train_x, test_x = resize(train_x, d["image_size"]), resize(test_x, d["image_size"])
+    if train_x.shape[-2] != train_x.shape[-1]:
+        raise DataError(f"data set {name!r}: images are {train_x.shape[-2]}x{train_x.shape[-1]}, the models want "
+                        "square ones: set data.image_size")
     num_classes = max(len(names), int(max(train_y.max(), test_y.max())) + 1 if len(test_y) else int(train_y.max()) + 1)
     if not names:
         names = tuple(str(i) for i in range(num_classes))
