@@ -1,4 +1,4 @@
-"""A user's own images in ImageFolder layout, trained by `kagglerun run` with AdamW, warmup and cosine, label
+"""A user's own images in ImageFolder layout, trained by `kagglerun run` and through the emulator with AdamW, warmup and cosine, label
 smoothing, gradient clipping and a validation split: a real accuracy, and the summary's val-chosen result."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import write_experiment
+from helpers import client_env, make_workspace, start_emulator, write_experiment
 from PIL import Image
 
 from kagglerun.cli import main
@@ -71,3 +71,24 @@ def test_own_images_train_to_a_real_accuracy_with_the_expected_options(workspace
     assert summary["test_acc_at_best"] >= 80.0, summary  # chance is 33 %
     assert history[0]["lr"] < history[1]["lr"]  # warming up in epoch 1
     assert "chosen on validation accuracy" in " ".join(result.output.split())  # the console wraps
+
+
+def test_own_images_through_the_emulator(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    write_stripes(data / "stripes")
+    emulator = start_emulator(tmp_path / "emu", workers=1, data_dir=data)
+    try:
+        ws = make_workspace(tmp_path / "ws", {"own": OWN.replace('epochs = 4', 'epochs = 2\ndevice = "cpu"')})
+        client_env(monkeypatch, tmp_path / "home", emulator.url)
+        monkeypatch.chdir(ws)
+        runner = CliRunner()
+        pushed = runner.invoke(main, ["push", "own", "--wait", "--poll", "0.5"], catch_exceptions=False)
+        assert pushed.exit_code == 0, pushed.output
+        pulled = runner.invoke(main, ["pull", "own"], catch_exceptions=False)
+        assert pulled.exit_code == 0, pulled.output
+    finally:
+        emulator.stop()
+    summary = json.loads((ws / "results" / "own" / "summary.json").read_text())
+    assert summary["state"] == "complete" and summary["selection"] == "val" and summary["num_classes"] == 3
+    history = read_history(ws / "results" / "own" / "history.csv")
+    assert summary["test_acc_at_best"] == history[summary["best_epoch"] - 1]["test_acc"] >= 60.0, summary
