@@ -124,7 +124,8 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
         if at_val is not None:  # the result first: the test accuracy where validation chose
             best = f"{at_val:.2f} % @ {val_epoch} (chosen on val), best test {best.removeprefix('best ')}"
         note = "" if run.state == "complete" else f" ({run.state}, {run.epochs_done}/{run.epochs_total or '?'})"
-        jobs.append(RunFigure(run_curves(run), f"{run.name}: {best}{note}", (acc, epoch), run.epochs_total))
+        marked = (at_val, val_epoch) if at_val is not None else (acc, epoch)  # the result's epoch
+        jobs.append(RunFigure(run_curves(run), f"{run.name}: {best}{note}", marked, run.epochs_total))
     for name, members in groups.items():
         jobs.append(GroupFigure(f"{name}: test accuracy and test loss", [entry_curves(e) for e in members]))
     pngs = draw_all(jobs, workers)
