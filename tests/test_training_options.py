@@ -21,7 +21,7 @@ from kagglerun.errors import ExperimentError
 from kagglerun.experiments import Settings
 from kagglerun.experiments.settings import validate_settings
 
-EPOCHS, BATCH, N = 3, 16, 56  # 4 steps an epoch, the last one short
+EPOCHS, BATCH, N = 2, 16, 56  # 4 steps an epoch, the last one short
 
 
 def settings(engine="torch", **training):
@@ -121,6 +121,7 @@ def test_an_option_trains_as_plain_torch_does(case):
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow  # eight engines: a guard that no reference above passes by doing nothing
 def test_the_options_change_training():
     # each option must do something: unlike the default run, and unlike each other
     base = resolved()
@@ -140,7 +141,7 @@ def test_the_options_change_training():
 
 def test_the_history_lr_is_the_one_the_epoch_trained_with(tmp_path):
     run(resolved(lr_schedule="step", step_size=1, gamma=0.5), tmp_path, log=lambda _: None)
-    assert [r["lr"] for r in read_history(tmp_path / "history.csv")] == pytest.approx([1e-2, 5e-3, 2.5e-3])
+    assert [r["lr"] for r in read_history(tmp_path / "history.csv")] == pytest.approx([1e-2, 5e-3])
 
 
 @pytest.mark.parametrize(("training", "key"), [
