@@ -205,10 +205,15 @@ _plotters: dict[type, Any] = {}  # one plotter of each kind per process
 
 
 def _draw(job: RunFigure | GroupFigure) -> bytes:
-    kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
-    if kind not in _plotters:
-        _plotters[kind] = kind()
-    return _plotters[kind].png(job)
+    import matplotlib
+
+    # Titles and legend labels come from settings files: shown as written, never parsed as mathtext
+    # (a lone "$" or "$\\frac{a$" would otherwise fail the whole report).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
+        if kind not in _plotters:
+            _plotters[kind] = kind()
+        return _plotters[kind].png(job)
 
 
 def draw_all(jobs: list, workers: int | None) -> list[bytes]:
