@@ -13,6 +13,7 @@ from .errors import WorkspaceError
 from .experiments.store import ExperimentStore
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"  # the package's templates; a workspace's own override them
+LINKED_SUFFIX = ".pt"  # what keep_copy links rather than copies: checkpoints (contract.save_checkpoint)
 PREVIOUS_DIR = ".previous"  # results/.previous/EXP-<time>/: runs moved aside, never deleted
 
 
@@ -73,23 +74,27 @@ class Workspace:
         return target
 
     def keep_copy(self, name: str) -> Path:
-        """results/NAME as it is now, hard-linked (copied where links fail) into results/.previous/NAME-<time>/.
-        Runs replace their files (write, then rename), so a link never sees a later change."""
+        """results/NAME as it is now, copied into results/.previous/NAME-<time>/ (checkpoints hard-linked)."""
         target = self.previous_path(name)
         link_tree(self.result_dir(name), target)
         return target
 
 
 def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    """Checkpoints, the large files, are hard-linked: the core only ever replaces them (write, then rename),
+    so a link never sees a change. Everything else is copied: a notebook writes some files in place."""
+    if src.endswith(LINKED_SUFFIX):
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
 
 
 def link_tree(src: Path, dst: Path) -> None:
-    """Copy the folder `src` to the new `dst` (hard links where possible) whole or not at all: built
-    beside it, then renamed."""
+    """Copy the folder `src` to the new `dst` (checkpoints hard-linked) whole or not at all: built beside
+    it, then renamed."""
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.copy-", dir=dst.parent))
     try:
         shutil.copytree(src, staging / "x", symlinks=True, copy_function=_link_or_copy)

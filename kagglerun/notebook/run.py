@@ -2,7 +2,7 @@
 
 The run works in results/EXP itself (so a stopped or killed run resumes from its checkpoint there), but a
 failed or interrupted run never replaces a complete one: before a complete run is resumed, its files are
-kept (hard links, so no space is spent) in results/.previous/EXP-<time>/, and when the new run fails or is
+kept (copied; checkpoints hard-linked, so they cost no space) in results/.previous/EXP-<time>/, and when the new run fails or is
 interrupted they are put back and the new run's files moved to results/.previous/EXP-<time>-failed/ (or
 -interrupted/). A SIGKILL leaves the copy in results/.previous/: nothing is lost either way.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from ..core.contract import HISTORY_FILE, PULLED_MARK, SETTINGS_FILE, SUMMARY_FILE, read_summary
 from ..errors import Interrupted, RunError
 from ..progress import SILENT, EpochProgress, Observer
-from ..workspace import Workspace, link_tree, real_folder
+from ..workspace import Workspace, real_folder
 from .execute import DATA_ENV, INPUT_ENV, NotebookFailed, execute_notebook
 from .render import Kernel, render_kernels
 
@@ -41,8 +41,7 @@ def _put_back(ws: Workspace, name: str, kept: Path, why: str) -> Path:
     out = ws.result_dir(name)
     failed = ws.previous_path(name, why)
     os.replace(out, failed)
-    link_tree(kept, out)
-    shutil.rmtree(kept, ignore_errors=True)  # its files are in results/NAME again
+    os.replace(kept, out)
     return failed
 
 

@@ -207,7 +207,11 @@ def fetch_verified(listing: Listing, run: Version, prefix: str, *, attempts: int
             listing.api.counters["pull_retries"] += 1
             if attempt < attempts:
                 # the API's retry policy: the server's Retry-After when a download said one, else its backoff
-                sleep(listing.api.retry.delay(attempt, e.retry_after))
+                delay = listing.api.retry.delay(attempt, e.retry_after)
+                if e.retry_after is not None and delay >= 5:
+                    listing.api.notify(f"{listing.kernel} v{run.version}: Kaggle asked to wait before downloading "
+                                       f"again (Retry-After): waiting {delay:.0f} s, then attempt {attempt + 1} of {attempts}")
+                sleep(delay)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     raise Unverified(problems)
