@@ -70,8 +70,9 @@ def summary_problem(summary: object) -> str:
         value = summary[key]
         if isinstance(value, bool) or not isinstance(value, types) or \
                 (isinstance(value, float) and not math.isfinite(value)):
-            wanted = " or ".join("null" if t is type(None) else {"str": "a string", "int": "an integer",
-                                                                  "float": "a number"}[t.__name__] for t in types)
+            wanted = " or ".join(word for word, present in (
+                ("a string", str in types), ("a number", float in types), ("an integer", int in types and float not in types),
+                ("null", type(None) in types)) if present)
             return f"{key} is {json.dumps(value)[:60]}, not {wanted}"
     if summary.get("state") not in RUN_STATES:
         return f"state is {json.dumps(summary.get('state'))[:60]}, not one of {', '.join(RUN_STATES)}"
