@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..core.contract import HISTORY_FILE, PULLED_MARK, SETTINGS_FILE, SUMMARY_FILE, read_summary
+from ..core.contract import CHECKPOINT_LAST, HISTORY_FILE, PULLED_MARK, SETTINGS_FILE, SUMMARY_FILE, read_summary
 from ..errors import Interrupted, RunError
 from ..progress import SILENT, EpochProgress, Observer
 from ..workspace import Workspace, real_folder
@@ -109,9 +109,11 @@ def _after_failure(ws: Workspace, name: str, kept: Path | None, why: str) -> str
     """Put a complete run back after a failed or interrupted one; say where everything is."""
     out = ws.result_dir(name)
     if kept is None:
-        checkpoint = "its checkpoint is kept there (run again to resume)" if why == "interrupted" else \
-            f"executed notebook: {out / (name + '.ipynb')}"
-        return f"{out}: {checkpoint}"
+        if why != "interrupted":
+            return f"executed notebook: {out / (name + '.ipynb')}"
+        if not (out / CHECKPOINT_LAST).is_file():
+            return f"nothing was trained yet in {out}"
+        return f"{out}: its checkpoint is kept there (run again to resume)"
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C must not leave the complete run half back
         failed = _put_back(ws, name, kept, why)
         return f"{out} still holds the complete run; this run's files are in {failed}"
