@@ -40,6 +40,12 @@ class RunError(KagglerunError):
     """A local run failed (the notebook raised, or its outputs break the output contract)."""
 
 
+class Interrupted(KagglerunError):
+    """Ctrl-C stopped a command; the message says what was kept."""
+
+    exit_status = ExitStatus.INTERRUPTED
+
+
 class LedgerError(KagglerunError):
     """The ledger in results/ is unreadable or inconsistent."""
 

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import ExitStatus, KagglerunError
+from ..errors import ExitStatus, Interrupted, KagglerunError
 from ..workspace import Workspace, find_workspace
 from .views import plain
 
@@ -28,7 +28,7 @@ class _Group(click.Group):
         except KagglerunError as e:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
-            line = Text("error:", style="bold red")
+            line = Text("interrupted:" if isinstance(e, Interrupted) else "error:", style="bold red")
             line.append(" " + plain(e))
             err_console.print(line, soft_wrap=True)
             sys.exit(int(e.exit_status))

@@ -73,6 +73,8 @@ def push(experiments: tuple[str, ...], all_: bool, packs: tuple[str, ...], pack_
     options = PushOptions(force=force, dry_run=dry_run, wait=wait, max_running=max_running, retries=retries,
                           poll_seconds=poll)
     with ConsoleObserver(console) as observer:
+        if api is not None:
+            api.notify = observer.event
         report = push_experiments(ws, names, api=api, packs=groups, options=options, observer=observer)
     console.print(status_table(report.rows, "dry run: nothing sent" if dry_run else None))
     if wait and report.not_complete:
@@ -111,5 +113,7 @@ def pull(experiments: tuple[str, ...], all_: bool, force: bool) -> None:
     """Download finished runs' verified outputs into results/EXP/, idempotently (--all: every pushed experiment)."""
     ws = workspace()
     names = select_recorded(ws, experiments, all_, required=True)
+    api = _kaggle()
     with ConsoleObserver(console) as observer:
-        pull_experiments(ws, names, api=_kaggle(), force=force, observer=observer)
+        api.notify = observer.event
+        pull_experiments(ws, names, api=api, force=force, observer=observer)

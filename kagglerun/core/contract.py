@@ -35,6 +35,7 @@ CHECKPOINT_BEST = "checkpoint_best.pt"
 CURVES_FILE = "curves.png"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "log.txt"  # not the core's: the session log that `pull` leaves beside the outputs
+PULLED_MARK = ".pulled.json"  # not the core's: `pull` marks a folder it filled (kernel, version); a local run removes it
 CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")

@@ -14,6 +14,8 @@ from .settings import Settings, validate_settings
 
 BASES_DIR = "bases"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{1,48}$")
+MAX_EXTENDS = 64  # files in one `extends` chain
+PACK_PREFIX = "pack_"  # the names of packs' kernels (notebook/packs.py): build/pack_a_b/, not an experiment's
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -50,23 +52,36 @@ class ExperimentStore:
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.toml"
 
-    def _resolve_raw(self, path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-        if path in chain:
-            cycle = " -> ".join(p.stem for p in (*chain, path))
-            raise ExperimentError(f"{chain[0]}: extends: cycle {cycle}")
-        raw = _read_toml(path)
-        parent = raw.pop("extends", None)
-        if parent is None:
-            return raw
-        if not isinstance(parent, str):
-            raise ExperimentError(f"{path}: extends: must be a string naming a base file")
-        for candidate in (self.directory / BASES_DIR / f"{parent}.toml", self.directory / f"{parent}.toml"):
-            if candidate.is_file():
-                return _merge(self._resolve_raw(candidate, (*chain, path)), raw)
-        raise ExperimentError(
-            f"{path}: extends: no base named {parent!r} "
-            f"(looked for {self.directory / BASES_DIR / (parent + '.toml')} and {self.directory / (parent + '.toml')})"
-        )
+    def _resolve_raw(self, path: Path) -> dict[str, Any]:
+        """The file's table with its `extends` chain merged under it, base first (a loop, not recursion, so a
+        long chain is an error that names it rather than a RecursionError)."""
+        chain: list[Path] = []
+        layers: list[dict[str, Any]] = []
+        while True:
+            if path in chain:
+                cycle = " -> ".join(p.stem for p in (*chain, path))
+                raise ExperimentError(f"{chain[0]}: extends: cycle {cycle}")
+            if len(chain) >= MAX_EXTENDS:
+                raise ExperimentError(f"{chain[0]}: extends: a chain of more than {MAX_EXTENDS} files "
+                                      f"({' -> '.join(p.stem for p in chain[:3])} -> …); shorten it")
+            chain.append(path)
+            raw = _read_toml(path)
+            parent = raw.pop("extends", None)
+            layers.append(raw)
+            if parent is None:
+                break
+            if not isinstance(parent, str):
+                raise ExperimentError(f"{path}: extends: must be a string naming a base file")
+            candidates = (self.directory / BASES_DIR / f"{parent}.toml", self.directory / f"{parent}.toml")
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise ExperimentError(f"{path}: extends: no base named {parent!r} "
+                                      f"(looked for {candidates[0]} and {candidates[1]})")
+            path = found
+        merged: dict[str, Any] = {}
+        for layer in reversed(layers):
+            merged = _merge(merged, layer)
+        return merged
 
     def load(self, name: str) -> Settings:
         """Resolve `extends` and validate one experiment."""
@@ -76,6 +91,9 @@ class ExperimentStore:
             raise ExperimentError(f"unknown experiment {name!r}: no file {path}{hint}")
         if not NAME_RE.match(name):
             raise ExperimentError(f"{path}: experiment names are 2-49 characters of a-z, 0-9 and '_'")
+        if name.startswith(PACK_PREFIX):
+            raise ExperimentError(f"{path}: experiment names may not start with {PACK_PREFIX!r}, which names packs "
+                                  "(build/pack_a_b/ and its kernel); rename the file")
         raw = self._resolve_raw(path)
         if "name" in raw:
             raise ExperimentError(f"{path}: name: unknown key (the name is the file name)")

@@ -29,6 +29,8 @@ from .types import (
     split_kernel,
 )
 
+NOTIFY_WAIT_SECONDS = 5.0  # waits at least this long are told to `KaggleKernels.notify`
+
 
 class KaggleKernels:
     """Kaggle's kernels API through the official SDK client: push, status, outputs, download, log, cancel,
@@ -43,6 +45,8 @@ class KaggleKernels:
         self._sleep = sleep
         self.sdk_env, self.endpoint = resolve_endpoint(environ)
         self.counters: Counter[str] = Counter()
+        # Told what a long wait is for (Kaggle's Retry-After), so the user sees why nothing happens.
+        self.notify: Callable[[str], None] = lambda message: None
         self._client = self._build_client()
 
     @property
@@ -83,6 +87,9 @@ class KaggleKernels:
                 if status == 429 and not last:
                     delay = self.retry.delay(attempt, retry_after(e.response))
                     self.counters["retried_429"] += 1
+                    if delay >= NOTIFY_WAIT_SECONDS:
+                        self.notify(f"Kaggle asked to wait before the {what} (HTTP 429, rate limit): waiting "
+                                    f"{delay:.0f} s, then try {attempt + 1} of {self.retry.attempts}")
                     self._sleep(delay)
                     continue
                 if status >= 500 and not last:

@@ -8,9 +8,10 @@ import hashlib
 
 from ..errors import RenderError
 from ..experiments import Settings
+from ..experiments.store import PACK_PREFIX
 from ..workspace import Workspace
 
-PACK_PREFIX = "pack_"
+__all__ = ["PACK_PREFIX", "check_packs", "pack_name", "pack_settings", "select_runs"]
 
 
 def pack_name(names: list[str]) -> str:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..errors import CredentialsError, KagglerunError, RenderError
 from ..experiments import Settings
 from ..kaggle import load_credentials, validate_kernel_folder
-from ..workspace import Workspace
+from ..workspace import Workspace, real_folder
 from .packs import check_packs, pack_settings
 from .payload import PAYLOAD_PACKAGE, core_hash, engine_modules, payload, payload_folders
 from .templates import environment, render_template
@@ -182,7 +182,9 @@ def render_kernels(ws: Workspace, kernels: list[Kernel], owner: str | None = Non
     """Render kernels into build/NAME/ (build/NAME.quick/ for a run with overrides), all or nothing."""
     owner = owner or default_owner()
     env = environment(ws.templates)
-    ws.build.mkdir(parents=True, exist_ok=True)
+    real_folder(ws.build).mkdir(parents=True, exist_ok=True)
+    for kernel in kernels:  # before anything is written: a file or a link where a folder goes
+        real_folder(ws.build / (kernel.settings.name + (".quick" if quick else "")))
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=ws.build))
     try:
         for kernel in kernels:

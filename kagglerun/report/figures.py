@@ -7,6 +7,7 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import re
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -122,7 +123,7 @@ class _RunPlotter:
         self.acc.set_data(c.epoch, c.test_acc)
         acc, epoch = job.best
         self.best.set_data(*(([epoch], [acc]) if acc is not None and epoch is not None else ([], [])))
-        self.title.set_text(job.title)
+        self.title.set_text(_printable(job.title))
         for ax, lines in ((self.ax_loss, (self.train, self.test)), (self.ax_acc, (self.acc, self.best))):
             for line in lines:
                 ax.draw_artist(line)
@@ -180,13 +181,13 @@ class _GroupPlotter:
             color = f"C{i % 10}"
             for ax, values, spread in ((self.ax_acc, c.test_acc, c.test_acc_std),
                                        (self.ax_loss, c.test_loss, c.test_loss_std)):
-                ax.plot(c.epoch, values, color=color, lw=1.2, label=c.label)
+                ax.plot(c.epoch, values, color=color, lw=1.2, label=_printable(c.label))
                 if spread is not None:
                     ax.fill_between(c.epoch, values - spread, values + spread, color=color, alpha=0.25, lw=0)
         for ax in (self.ax_acc, self.ax_loss):
             ax.relim()
             ax.autoscale_view()
-        self.title.set_text(job.title)
+        self.title.set_text(_printable(job.title))
         # Beyond 30 lines a legend hides the plot; the group's table names the runs in the same order.
         legend_rows = -(-len(job.curves) // 5) if len(job.curves) <= 30 else 0
         height = 2.7 + 0.2 * legend_rows  # inches: plots and axis labels, then one line per legend row
@@ -201,14 +202,27 @@ class _GroupPlotter:
         return buf.getvalue()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """A title or label from a settings file without control characters (no font has glyphs for them)."""
+    return _CONTROL.sub("", text)
+
+
 _plotters: dict[type, Any] = {}  # one plotter of each kind per process
 
 
 def _draw(job: RunFigure | GroupFigure) -> bytes:
-    kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
-    if kind not in _plotters:
-        _plotters[kind] = kind()
-    return _plotters[kind].png(job)
+    import matplotlib
+
+    # Titles and legend labels come from settings files: shown as written, never parsed as mathtext
+    # (a lone "$" or "$\\frac{a$" would otherwise fail the whole report).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
+        if kind not in _plotters:
+            _plotters[kind] = kind()
+        return _plotters[kind].png(job)
 
 
 def draw_all(jobs: list, workers: int | None) -> list[bytes]:

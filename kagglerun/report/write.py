@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..notebook.templates import environment
+from ..notebook.templates import environment, render_template
 from .figures import GroupFigure, RunFigure, draw_all, entry_curves, run_curves
 from .load import Result, Skipped, load_results
 from .pool import UNGROUPED, Column, pool_seeds
@@ -172,8 +172,10 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
     }
     env = environment(templates, report=True)
     markdown, html = out_dir / "report.md", out_dir / "report.html"
-    _write(markdown, env.get_template("report.md.j2").render(context))
-    _write(html, env.get_template("report.html.j2").render(context))
+    # both rendered before either is written: a broken template (a workspace's own) leaves the last report whole
+    texts = {path: render_template(env, path.name + ".j2", context, "the report") for path in (markdown, html)}
+    for path, text in texts.items():
+        _write(path, text)
     summary_csv = out_dir / "summary.csv"
     _write(summary_csv, summary.to_csv(index=False))
     return Report(out_dir=out_dir, markdown=markdown, html=html, summary_csv=summary_csv, figures=figures,

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from ..core.contract import atomic_write_bytes
 from ..errors import ExperimentError, LedgerError
 from ..states import FINISHED
@@ -57,6 +59,10 @@ class Version:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+
+# Each run's fields with the types Version declares, strictly (no "3" for 3), unknown fields refused.
+_VERSIONS = TypeAdapter(list[Version], config=ConfigDict(strict=True, extra="forbid"))
 
 
 @dataclass
@@ -141,11 +147,20 @@ class Ledger:
         entries = {}
         for name, item in data["experiments"].items():
             try:
-                runs = [Version(**run) for run in item.get("runs", [])]
+                if not isinstance(item, dict):
+                    raise TypeError("not an object")
+                if not isinstance(item.get("kernel"), str):
+                    raise TypeError("kernel: not a string")
+                runs = _VERSIONS.validate_json(json.dumps(item.get("runs", [])))  # JSON mode: objects for dataclasses
                 pack = item.get("pack")
-                if pack is not None and not (isinstance(pack.get("name"), str) and isinstance(pack.get("members"), list)):
+                if pack is not None and not (isinstance(pack, dict) and isinstance(pack.get("name"), str)
+                                             and isinstance(pack.get("members"), list)):
                     raise TypeError("pack needs a name and a list of members")
-                entries[name] = Record(str(item["kernel"]), runs, pack)
+                entries[name] = Record(item["kernel"], runs, pack)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in ("runs", *err["loc"]))
+                raise LedgerError(f"{self.path}: corrupt ledger: entry {name!r}: {where}: {err['msg']}{hint}") from None
             except (TypeError, KeyError, AttributeError) as e:
                 raise LedgerError(f"{self.path}: corrupt ledger: entry {name!r}: {e}{hint}") from None
         return entries
@@ -158,7 +173,12 @@ class Ledger:
         except ImportError:  # Windows: no advisory locks; single-process use is still safe
             yield
             return
-        with open(self._lock_path, "a") as lock:
+        try:
+            lock = open(self._lock_path, "a")  # noqa: SIM115 (closed below, after the unlock)
+        except OSError as e:
+            raise LedgerError(f"{self._lock_path}: cannot open the ledger's lock file: {e.strerror} "
+                              "(it must be a file; move it aside)") from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

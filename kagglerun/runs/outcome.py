@@ -10,6 +10,7 @@ its own, and the members of one pack share one output listing.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..core.contract import CHECKPOINT_LAST, MANIFEST_FILE, SUMMARY_FILE, file_sha256
+from ..core.contract import CHECKPOINT_LAST, MANIFEST_FILE, RUN_STATES, SUMMARY_FILE, file_sha256
 from ..errors import PullError
 from ..kaggle import DownloadFailed, KaggleKernels, OutputFile, Outputs
 from ..kaggle.logs import log_text
@@ -46,6 +47,36 @@ def safe_output_name(name: str) -> bool:
         return False
     path = PurePosixPath(name)
     return not path.is_absolute() and ".." not in path.parts
+
+
+_NUMBER = (int, float)
+# What the ledger, the status table and the report read from a pulled summary.json, and the types they need
+# (None allowed where the core writes null). Other keys are the report's to judge.
+_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "state": (str,), "settings_hash": (str,), "updated_at": (str,), "experiment": (str, type(None)),
+    "epochs_done": (int, type(None)), "epochs_total": (int, type(None)), "best_epoch": (int, type(None)),
+    "best_test_acc": (*_NUMBER, type(None)), "final_test_acc": (*_NUMBER, type(None)),
+    "error": (str, type(None)),
+}
+
+
+def summary_problem(summary: object) -> str:
+    """What is wrong with a summary.json's shape, in words (empty when nothing is)."""
+    if not isinstance(summary, dict):
+        return f"it is a JSON {type(summary).__name__}, not an object"
+    for key, types in _SUMMARY_TYPES.items():
+        if key not in summary:
+            continue
+        value = summary[key]
+        if isinstance(value, bool) or not isinstance(value, types) or \
+                (isinstance(value, float) and not math.isfinite(value)):
+            wanted = " or ".join(word for word, present in (
+                ("a string", str in types), ("a number", float in types), ("an integer", int in types and float not in types),
+                ("null", type(None) in types)) if present)
+            return f"{key} is {json.dumps(value)[:60]}, not {wanted}"
+    if summary.get("state") not in RUN_STATES:
+        return f"state is {json.dumps(summary.get('state'))[:60]}, not one of {', '.join(RUN_STATES)}"
+    return ""
 
 
 def stale_reason(summary: dict, run: Version) -> str:
@@ -107,9 +138,15 @@ class _Downloader:
             if name not in by_name:
                 raise _Retry(f"{name} is in the manifest but not in the output listing")
             self._download_verified(by_name[name], name, expected)
-        summary = json.loads((self.staging / SUMMARY_FILE).read_text()) if SUMMARY_FILE in manifest else None
-        if summary is None:
+        if SUMMARY_FILE not in manifest:
             raise _Retry(f"the output has no {SUMMARY_FILE}")
+        try:  # verified against the manifest: asking again would give the same bytes
+            summary = json.loads((self.staging / SUMMARY_FILE).read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise PullError(f"{self.kernel} v{self.run.version}: refusing its {SUMMARY_FILE}: not JSON ({e})") from None
+        problem = summary_problem(summary)
+        if problem:
+            raise PullError(f"{self.kernel} v{self.run.version}: refusing its {SUMMARY_FILE}: {problem}")
         stale = stale_reason(summary, self.run)
         if stale:
             raise _Retry(f"stale output: {stale}")
@@ -171,7 +208,11 @@ def fetch_verified(listing: Listing, run: Version, prefix: str, *, attempts: int
             listing.api.counters["pull_retries"] += 1
             if attempt < attempts:
                 # the API's retry policy: the server's Retry-After when a download said one, else its backoff
-                sleep(listing.api.retry.delay(attempt, e.retry_after))
+                delay = listing.api.retry.delay(attempt, e.retry_after)
+                if e.retry_after is not None and delay >= 5:
+                    listing.api.notify(f"{listing.kernel} v{run.version}: Kaggle asked to wait before downloading "
+                                       f"again (Retry-After): waiting {delay:.0f} s, then attempt {attempt + 1} of {attempts}")
+                sleep(delay)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     raise Unverified(problems)

@@ -1,10 +1,12 @@
-"""Pull finished runs' outputs into results/EXP/: verified, never stale, swapped in whole.
+"""Pull finished runs' outputs into results/EXP/: verified, never stale, the run's files swapped in whole.
 
 Each file named in the run's manifest.json is downloaded into a temporary folder beside results/EXP and
 checked for size and SHA-256; summary.json must carry the settings hash the ledger recorded for that
 version and must have been written after that version was pushed (else it is a previous version's output,
-which Kaggle may serve as the latest). Only then does the folder replace results/EXP, so good results are
-never overwritten by an error page, a partial file or stale output. The session log becomes log.txt.
+which Kaggle may serve as the latest). Only then do its files replace the run's files in results/EXP, so good
+results are never overwritten by an error page, a partial file or stale output; anything else the user keeps
+there stays. A run there that was not pulled (a local run: no .pulled.json) is first copied to
+results/.previous/. The session log becomes log.txt.
 
 A pack's kernel holds each member's output in `<member>/`, with its own manifest; each member is pulled
 into results/<member>/ by the same verified path, judged against its own settings hash, and the members
@@ -29,16 +31,29 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..core.contract import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, atomic_write_text, file_sha256, now_iso, read_summary
-from ..errors import KernelError, PullError
+from ..core.contract import (
+    CONTRACT_FILES,
+    LOG_FILE,
+    MANIFEST_FILE,
+    PULLED_MARK,
+    SUMMARY_FILE,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    now_iso,
+    read_summary,
+)
+from ..errors import KernelError, PullError, WorkspaceError
 from ..kaggle import KaggleKernels
+from ..notebook.payload import PAYLOAD_PACKAGE
 from ..progress import SILENT, Observer, PullResult
 from ..states import KernelState, PullAction, RunState
-from ..workspace import Workspace
+from ..workspace import Workspace, real_folder
 from .ledger import Ledger, Version
 from .outcome import Listing, Unverified, describe_outcome, fetch_verified, note_summary, read_outcome, stale_reason
 from .status import refresh_entry
 
+RUN_FILE = "run.json"  # core/train.py's: the notebook's settings cell writes it (not imported: that loads torch)
 ATTEMPTS = 5  # per experiment: listings tried again after stale output or a file that kept failing
 
 
@@ -54,9 +69,25 @@ def _local_copy_matches(folder: Path, run: Version) -> bool:
         return False
 
 
+def _owned(folder: Path, name: str) -> set[str]:
+    """The names in results/NAME that belong to a run (the output contract, what its manifest lists, and
+    what pull or a local run add beside them); anything else there is the user's and stays."""
+    owned = {*CONTRACT_FILES, MANIFEST_FILE, LOG_FILE, PULLED_MARK, RUN_FILE, PAYLOAD_PACKAGE, f"{name}.ipynb"}
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        if isinstance(manifest, dict):
+            owned |= {str(n).split("/")[0] for n in manifest}
+    except (OSError, ValueError):
+        pass
+    return owned
+
+
 def _swap_in(staging: Path, final: Path) -> None:
-    """Replace `final` by `staging` with renames on one file system; the old folder goes only at the end."""
+    """Replace the run's files in `final` by `staging`'s with renames on one file system: the new folder
+    goes in whole, then the user's own files (not the run's, see `_owned`) are moved over from the old one,
+    which goes only at the end (and stays, hidden beside it, if one of them could not be moved)."""
     old = None
+    real_folder(final)
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         os.replace(final, old / final.name)
@@ -66,8 +97,24 @@ def _swap_in(staging: Path, final: Path) -> None:
         if old is not None:
             os.replace(old / final.name, final)
         raise
-    if old is not None:
+    if old is None:
+        return
+    previous, left = old / final.name, False
+    ours = _owned(previous, final.name)
+    for entry in sorted(previous.iterdir()):
+        if entry.name in ours or (final / entry.name).exists():
+            continue
+        try:
+            os.replace(entry, final / entry.name)
+        except OSError:
+            left = True
+    if not left:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _holds_local_run(folder: Path) -> bool:
+    """results/EXP holds a run that pull did not put there (a local run, or one pulled before pulls were marked)."""
+    return not folder.is_symlink() and (folder / SUMMARY_FILE).is_file() and not (folder / PULLED_MARK).exists()
 
 
 def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = False, attempts: int = ATTEMPTS,
@@ -108,10 +155,19 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
                                                f"{describe_outcome(run) or 'left no readable output'}")
     if not force and run.pulled_at and _local_copy_matches(final, run):
         return PullResult(name, PullAction.UP_TO_DATE, f"v{run.version}", _best(final))
-    ws.results.mkdir(parents=True, exist_ok=True)
+    try:
+        real_folder(ws.results).mkdir(parents=True, exist_ok=True)
+        real_folder(final)
+    except WorkspaceError as e:  # this experiment's problem: pull --all goes on with the others
+        raise PullError(f"{name}: {e}; nothing was pulled") from None
+
+    moved: list[Path] = []
 
     def swap_in(staging: Path, log: str) -> None:
         atomic_write_text(staging / LOG_FILE, log)
+        atomic_write_json(staging / PULLED_MARK, {"kernel": entry.kernel, "version": run.version, "pulled_at": now_iso()})
+        if _holds_local_run(final):  # not from Kaggle: nothing else has a copy of it
+            moved.append(ws.keep_copy(name))
         _swap_in(staging, final)
 
     with _pull_errors(ledger, name, entry.kernel, run.version, final):
@@ -123,7 +179,8 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
         note_summary(latest, summary, manifest)
         run = latest
     detail = f"v{run.version}{of_pack}" + (f", {describe_outcome(run)}" if run.run_state != RunState.COMPLETE else "") + \
-        (f" after {len(problems)} bad attempt(s): {problems[-1]}" if problems else "")
+        (f" after {len(problems)} bad attempt(s): {problems[-1]}" if problems else "") + \
+        (f"; the local run that was there is kept in {moved[0]}" if moved else "")
     return PullResult(name, PullAction.PULLED, detail, summary.get("best_test_acc"))
 
 
@@ -147,7 +204,8 @@ def _pull_errors(ledger: Ledger, name: str, kernel: str, version: int, final: Pa
 
 
 def _best(folder: Path) -> float | None:
-    return (read_summary(folder) or {}).get("best_test_acc")
+    best = (read_summary(folder) or {}).get("best_test_acc")
+    return best if isinstance(best, int | float) and not isinstance(best, bool) else None
 
 
 def pull_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels, force: bool = False,

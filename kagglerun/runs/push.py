@@ -40,6 +40,9 @@ class PushOptions:
     max_running: int = 2  # Kaggle allows two GPU sessions at a time
     retries: int = 2  # with wait: pushes again (resuming) of a run that dies or stops
     poll_seconds: float = 10.0  # with wait: between status rounds
+    # with wait: how long Kaggle's session cap may keep refusing pushes (sessions we cannot see, started
+    # elsewhere) before giving up; Kaggle's longest session is 12 h
+    cap_wait_seconds: float = 12.5 * 3600
 
 
 @dataclass
@@ -209,6 +212,10 @@ def _push_each(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: di
         observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _sessions(entries: dict[str, Record]) -> dict[str, list[str]]:
     """The sessions still running, by plan name (the experiment, or its pack), with their ledger names."""
     active: dict[str, list[str]] = {}
@@ -232,6 +239,7 @@ class _Waiter:
         # Sessions already running (pushed earlier, in this batch or not) hold slots until they finish.
         self.active = _sessions(self.ledger.load())
         self.failed_rounds = 0
+        self.capped_for: float | None = None  # seconds the session cap has refused pushes, None while it does not
 
     def run(self) -> None:
         while self.queue or self.active:
@@ -281,9 +289,10 @@ class _Waiter:
             plan = self.queue[0]
             try:
                 run = push_one(self.ws, self.api, plan)
-            except SessionCapError:  # Kaggle counts sessions we cannot see (another machine): wait for one to end
+            except SessionCapError as e:  # Kaggle counts sessions we cannot see (another machine): wait for one to end
                 for name in plan.recorded:
                     self.rows[name].state = RowState.WAITING
+                self._capped(plan, e)
                 return
             except CredentialsError:
                 raise
@@ -294,10 +303,25 @@ class _Waiter:
                 self.observer.event(f"{plan.name}: {e}")
                 continue
             self.queue.popleft()
+            self.capped_for = None
             self.attempts[plan.name] += 1
             self.active[plan.name] = list(plan.recorded)
             self.rows.update(_plan_rows(plan, run, attempt=self.attempts[plan.name]))
             self.observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+
+    def _capped(self, plan: PushPlan, e: SessionCapError) -> None:
+        """Say once what the batch waits for, and give up (one line) after `cap_wait_seconds` of refusals,
+        counted in the polls waited so that no clock is read."""
+        limit = self.options.cap_wait_seconds
+        if self.capped_for is None:
+            self.capped_for = 0.0
+            self.observer.event(f"{plan.name}: {e}; waiting for a session to end (giving up after {_hours(limit)})")
+            return
+        self.capped_for += self.options.poll_seconds
+        if self.capped_for >= limit:
+            left = ", ".join(p.name for p in self.queue)
+            raise SessionCapError(f"gave up after {_hours(self.capped_for)} of Kaggle refusing to start a session "
+                                  f"({e}); not pushed: {left}")
 
     def _refresh_active(self) -> None:
         with self.ledger.update() as entries:
