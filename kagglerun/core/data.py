@@ -1,7 +1,9 @@
 """Data sets as uint8 tensors: CIFAR-10 and MNIST from their official files, scikit-learn digits, synthetic.
 
-Where a data set is looked for, in order: attached inputs (Kaggle's /kaggle/input, or $KAGGLERUN_INPUT),
-a local data folder ($KAGGLERUN_DATA, ./data, ~/.cache/kagglerun/data), then a download through
+Where a data set is looked for, in order: attached inputs (Kaggle's /kaggle/input, or $KAGGLERUN_INPUT,
+searched through, so both of Kaggle's layouts are found: /kaggle/input/datasets/OWNER/SLUG and
+/kaggle/input/notebooks/OWNER/SLUG as Kaggle mounts sources now, /kaggle/input/SLUG as it did before), a local data
+folder ($KAGGLERUN_DATA, ./data, ~/.cache/kagglerun/data), then a download through
 torchvision when the kernel has internet. Part of the training core: standard library and torch only.
 """
 
