@@ -227,6 +227,7 @@ class Scheduler:
         for s in self.state.sessions.values():
             if s.status in (RUNNING, CANCEL_REQUESTED):
                 kill_orphan(s.pid)
+                set_writable(self.state.session_dir(s.id) / "input", True)
                 s.ended_at = s.heartbeat or s.started_at or s.created_at
                 s.charged_s = max(0.0, s.ended_at - (s.started_at or s.ended_at)) if s.gpu else 0.0
                 if s.status == CANCEL_REQUESTED:

@@ -189,7 +189,8 @@ def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], o
                    f"left this week; this batch needs about {report.needed_seconds / 3600:.1f} h")
     if todo and report.needed_seconds > report.quota.left_seconds:
         warning = (f"this batch needs about {report.needed_seconds / 3600:.1f} h of GPU time but only "
-                   f"{report.quota.left_seconds / 3600:.1f} h of quota are left; some runs may be stopped")
+                   f"{report.quota.left_seconds / 3600:.1f} h of quota are left; Kaggle refuses new GPU sessions "
+                   "once it is used up")
         report.warnings.append(warning)
         observer.event("warning: " + warning)
 
