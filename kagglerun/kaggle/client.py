@@ -77,10 +77,12 @@ class KaggleKernels:
         request.token = self.credentials.token
         try:
             response = self._call("API token check", lambda: self._client.security.oauth_client.introspect_token(request))
+        except KernelError:  # 403, 404: like the official client, an invalid token
+            response = None
         except CredentialsError:
             raise
         except KaggleError as e:
-            if "HTTP 4" not in str(e):
+            if "(HTTP 400)" not in str(e):  # 400 too; anything else (unreachable, 5xx) is not the token's fault
                 raise
             response = None
         if response is None or not response.active or not response.username:
