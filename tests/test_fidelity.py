@@ -309,7 +309,7 @@ def test_the_log_takes_one_request_and_polling_is_jittered(emulator):
 def test_inputs_are_mounted_where_kaggle_mounts_them_and_found_in_both_layouts(tmp_path, monkeypatch):
     from test_data import settings, write_mnist
 
-    from kagglerun.core.data import load_data
+    from kagglerun.core.data import find_path, load_data
     from kagglerun.emulator.scheduler import input_path, set_writable
 
     inputs = tmp_path / "input"
@@ -326,6 +326,7 @@ def test_inputs_are_mounted_where_kaggle_mounts_them_and_found_in_both_layouts(t
         assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)  # read-only, as Kaggle's mounts
         monkeypatch.setenv("KAGGLERUN_INPUT", str(root))
         assert load_data(settings("mnist")).train_x.shape == (6, 1, 28, 28)
+        assert find_path("raw") == input_path(root, "datasets", "ann/mnist", layout) / "raw"  # data.path too
         set_writable(root, True)
 
 
