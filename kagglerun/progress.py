@@ -26,6 +26,7 @@ class StatusRow:
     attempt: int = 0  # how many versions this batch pushed for it (resumes and retries included)
     log_tail: list[str] = field(default_factory=list)
     pack: str = ""  # the pack whose kernel runs it, if any
+    cause: str = ""  # why its session ended, in words ("stopped at Kaggle's time limit", "out of memory", …)
 
     @property
     def finished(self) -> bool:

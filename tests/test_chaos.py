@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 EXPERIMENTS = 20
 EPOCHS = 2
 FAULT_RATES = dict(http_500=0.03, http_503=0.03, http_429=0.03, drop=0.03, slow=0.03, truncate=0.04,
-                   cap_reject=0.15, crash=0.08, timeout=0.08, stale=0.25)
+                   cap_reject=0.15, crash=0.08, oom=0.04, timeout=0.08, stale=0.25)
 
 # The workspace's own main cell (it overrides the package's): the real epoch loop, resume and output
 # contract, without the costs a tiny run does not need: importing torchvision for its version string

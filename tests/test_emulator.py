@@ -111,8 +111,16 @@ def outputs(kernels, slug, version=None, page_size=20):
             return files, json.loads(log) if log else []
 
 
-def session_id(push_answer) -> int:
-    return int(push_answer.url.rsplit("scriptVersionId=", 1)[1])
+def session_id(handle, slug, version=-1) -> int:
+    """The session running a version, from the emulator's own state: the push answer names none (as Kaggle's)."""
+    return handle.emulator.state.kernel(USER, slug).sessions[version]
+
+
+def own(files):
+    """The names of a session's own outputs, without the files Kaggle's runner adds (__results__.html, …)."""
+    from kagglerun.emulator.sessions import KAGGLE_RUNNER_FILES
+
+    return [name for name, _ in files if name not in KAGGLE_RUNNER_FILES]
 
 
 def test_push_run_and_pull_outputs_with_paging_ranges_and_log(start):
@@ -123,12 +131,14 @@ def test_push_run_and_pull_outputs_with_paging_ranges_and_log(start):
                   "os.makedirs('sub', exist_ok=True)\nfor i in range(3): open(f'sub/f{i}.txt', 'w').write(str(i) * 100)",
                   "open('big.bin', 'wb').write(bytes(range(256)) * 40)\nprint('done')")
     assert not pushed.error and pushed.version_number == 1 and pushed.ref == f"/code/{USER}/basic-run"
+    assert pushed.url == f"{handle.url}/code/{USER}/basic-run"  # the kernel's page: no session id in it
     assert status(kernels, "basic-run").status.name in ("QUEUED", "RUNNING")
     final = wait(kernels, "basic-run")
     assert final.status.name == "COMPLETE" and not final.failure_message
 
-    files, log = outputs(kernels, "basic-run", page_size=2)  # 4 files over 2 pages
-    assert sorted(name for name, _ in files) == ["big.bin", "sub/f0.txt", "sub/f1.txt", "sub/f2.txt"]
+    files, log = outputs(kernels, "basic-run", page_size=2)  # 8 files over 4 pages
+    assert sorted(name for name, _ in files) == ["__notebook__.ipynb", "__output__.json", "__results__.html", "big.bin",
+                                                 "custom.css", "sub/f0.txt", "sub/f1.txt", "sub/f2.txt"]
     assert [e["data"] for e in log if e["stream_name"] == "stdout"][-1] == "done\n"
     assert {"stream_name", "time", "data"} <= set(log[0])
 
@@ -146,7 +156,7 @@ def test_push_run_and_pull_outputs_with_paging_ranges_and_log(start):
     again = push(kernels, "basic-run", "print('second')")
     assert again.version_number == 2
     assert wait(kernels, "basic-run", version=2).status.name == "COMPLETE"
-    assert [name for name, _ in outputs(kernels, "basic-run", version=2)[0]] == []  # each version starts empty
+    assert own(outputs(kernels, "basic-run", version=2)[0]) == []  # each version starts empty
 
 
 def test_credentials_and_ownership_are_enforced(start):
@@ -158,7 +168,9 @@ def test_credentials_and_ownership_are_enforced(start):
     assert requests.post(rpc, json={}, auth=(USER, "wrong"), timeout=HTTP_TIMEOUT).status_code == 401
     with pytest.raises(HTTPError) as denied:
         push(api(handle), "not-mine", "print(1)", owner="someone-else")
-    assert denied.value.response.status_code == 403 and "denied" in str(denied.value)
+    error = denied.value.response.json()["error"]  # Kaggle's nested form, which the SDK does not read
+    assert denied.value.response.status_code == 403 and "denied" in error["message"]
+    assert error == {"code": 403, "message": error["message"], "status": "PERMISSION_DENIED"}
     with pytest.raises(HTTPError) as unknown:
         status(api(handle), "never-pushed")
     assert unknown.value.response.status_code == 403
@@ -183,7 +195,7 @@ def test_gpu_cap_rejects_a_third_push_cancel_and_peak(start):
     deadline = time.time() + 30
     while status(kernels, "cap-two").status.name != "RUNNING" and time.time() < deadline:
         time.sleep(0.1)
-    assert not kernels.cancel_kernel_session(_cancel(session_id(second))).error_message
+    assert not kernels.cancel_kernel_session(_cancel(session_id(handle, "cap-two"))).error_message
     assert status(kernels, "cap-two").status.name in ("CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
     cancelled = wait(kernels, "cap-two")
     assert cancelled.status.name == "CANCEL_ACKNOWLEDGED" and "cancel" in cancelled.failure_message
@@ -215,24 +227,26 @@ def test_failure_time_limit_and_sources(start, tmp_path):
     failed = wait(kernels, "fails")
     assert failed.status.name == "ERROR" and failed.failure_message == "ValueError: boom"
     files, log = outputs(kernels, "fails")
-    assert [name for name, _ in files] == ["partial.txt"]
+    assert own(files) == ["partial.txt"]
     assert any("boom" in e["data"] for e in log if e["stream_name"] == "stderr")
 
-    timed_out = wait(kernels, "too-slow")
-    assert timed_out.status.name == "ERROR" and "timed out" in timed_out.failure_message
+    timed_out = wait(kernels, "too-slow")  # Kaggle's time limit cancels the session
+    assert timed_out.status.name == "CANCEL_ACKNOWLEDGED"
+    assert "exceeded the max allowed execution duration" in timed_out.failure_message
     files, log = outputs(kernels, "too-slow")
     assert [name for name, _ in files] == ["early.txt"] and log[0]["data"] == "early\n"
 
     assert wait(kernels, "source-kernel").status.name == "COMPLETE"
     reader = push(kernels, "reads-source",
-                  "import os\nprint(open(os.path.join(os.environ['KAGGLERUN_INPUT'], 'source-kernel', 'weights.txt')).read())",
-                  "print(open(os.path.join(os.environ['KAGGLERUN_INPUT'], 'local-data', 'rows.csv')).read())",
+                  "import os\ninput = os.environ['KAGGLERUN_INPUT']\n"
+                  f"print(open(os.path.join(input, 'notebooks', '{USER}', 'source-kernel', 'weights.txt')).read())",
+                  "print(open(os.path.join(input, 'datasets', 'owner', 'local-data', 'rows.csv')).read())",
                   kernel_data_sources=[f"{USER}/source-kernel", f"{USER}/no-such-kernel"],
                   dataset_data_sources=["owner/local-data", "someone/some-data"])
     assert reader.invalid_kernel_sources == [f"{USER}/no-such-kernel"]
     assert reader.invalid_dataset_sources == ["someone/some-data"]
     assert wait(kernels, "reads-source").status.name == "COMPLETE"
-    assert [e["data"] for e in outputs(kernels, "reads-source")[1]] == ["42\n", "a,b\n\n"]
+    assert [e["data"] for e in outputs(kernels, "reads-source")[1] if e["stream_name"] == "stdout"] == ["42\n", "a,b\n\n"]
 
 
 def test_state_survives_a_restart(start, tmp_path):
@@ -286,9 +300,9 @@ def test_faults_http_level(start):
 def test_gpu_quota_counts_session_time(start):
     handle = start(gpu_quota_hours=1.5 / 3600)  # a quota of 1.5 s
     kernels = api(handle)
-    push(kernels, "uses-quota", "import time\ntime.sleep(30)")
-    stopped = wait(kernels, "uses-quota")
-    assert stopped.status.name == "ERROR" and "quota" in stopped.failure_message
+    push(kernels, "uses-quota", "import time\ntime.sleep(4)")
+    ran = wait(kernels, "uses-quota")  # a running session is not stopped when the quota runs out
+    assert ran.status.name == "COMPLETE"
     quota = kernels.get_accelerator_quota_statistics().gpu_quota
     assert quota.time_used >= quota.total_time_allowed and quota.time_reserved.total_seconds() == 0
     assert "quota" in push(kernels, "uses-quota", "print(1)").error
@@ -311,7 +325,7 @@ def test_faults_in_sessions_and_downloads(start, tmp_path):
         if mark:
             push(kernels, "times-out", sleeper.format(mark))
         ended = wait(kernels, "times-out", version=version)
-        assert ended.status.name == "ERROR" and "timed out" in ended.failure_message
+        assert ended.status.name == "CANCEL_ACKNOWLEDGED" and "max allowed execution" in ended.failure_message
     files, _ = outputs(kernels, "times-out", version=2)  # stale: version 1's outputs served for version 2
     assert [name for name, _ in files] == ["out-a.txt"]
     with pytest.raises(requests.exceptions.ChunkedEncodingError):

@@ -33,7 +33,7 @@ def test_credentials_from_environment_and_file(tmp_path):
 
 # The bad-input table for credentials: what the user gets for each mistake.
 @pytest.mark.parametrize("text, mode, message", [
-    (None, None, "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY"),
+    (None, None, "no Kaggle credentials: set KAGGLE_API_TOKEN"),
     ('{"username": "bob", "key": "x"}', 0o644, "is readable by other users; run `chmod 600"),
     ('{"username": "bob", "key": "x"}', 0o640, "is readable by other users"),
     ("not json", 0o600, "is not a Kaggle API token file"),

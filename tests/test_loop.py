@@ -134,12 +134,13 @@ def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch
         client_env(monkeypatch, tmp_path / "home", handle.url)
         ws, api = Workspace(ws_root), connect()
         push_experiments(ws, ["long_a"], api=api)
-        v1 = Ledger(ws.results).entry("long_a").latest
-        history = tmp_path / "emu" / "sessions" / str(v1.session_id) / "working" / "history.csv"
+        # The push answer names no session (as Kaggle's): the emulator's own state says which one runs v1.
+        session_id = handle.emulator.state.kernel(USER, "kagglerun-long-a").sessions[0]
+        history = tmp_path / "emu" / "sessions" / str(session_id) / "working" / "history.csv"
         deadline = time.time() + 60
         while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
             time.sleep(0.2)
-        api.cancel(v1.session_id)
+        api.cancel(session_id)
         while not api.status(f"{USER}/kagglerun-long-a", 1).finished:
             time.sleep(0.2)
         report = push_experiments(ws, ["long_a"], api=api, options=PushOptions(wait=True, poll_seconds=0.5))
@@ -176,7 +177,7 @@ def settled(tmp_path):
 
 
 @pytest.mark.parametrize("case, args, message", [
-    ("no credentials", ["push", "tiny_a"], "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY"),
+    ("no credentials", ["push", "tiny_a"], "no Kaggle credentials: set KAGGLE_API_TOKEN"),
     ("wrong slug", ["pull", "wrong_a"], f"HTTP 403) (Permission 'kernels.get' was denied): the kernel slug "
                                         f"{USER}/no-such-kernel is wrong"),
     ("emulator down", ["push", "tiny_a"], "cannot reach Kaggle at http://127.0.0.1:9"),

@@ -97,10 +97,11 @@ def test_official_client_pushes_follows_and_downloads(emulator_on_7777, tmp_path
 
     assert result["states"][-1] == "COMPLETE" and not result["failure"] and not result["kagglerun_imported"]
     assert result["files"] == sorted(["plots/p0.txt", "plots/p1.txt", "plots/p2.txt", "plots/p3.txt",
-                                      "summary.json", "sdk-only-proof.log"])
+                                      "summary.json", "sdk-only-proof.log",  # and the files Kaggle's runner adds:
+                                      "__notebook__.ipynb", "__output__.json", "__results__.html", "custom.css"])
     assert (tmp_path / "out" / "plots" / "p3.txt").read_text() == "x" * 3001
     log = json.loads((tmp_path / "out" / "sdk-only-proof.log").read_text())
-    assert [e["data"] for e in log] == ["training\n", "done\n"]
+    assert [e["data"] for e in log if e["stream_name"] == "stdout"] == ["training\n", "done\n"]
     assert emulator_on_7777.stats()["peak_running"] == 1
 
 

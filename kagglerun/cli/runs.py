@@ -62,8 +62,8 @@ def run(experiment: str, fresh: bool, **overrides: object) -> None:
               help="Sessions running at once with --wait (Kaggle allows 2 GPU sessions).")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="With --wait, push a run that dies again (resuming from its checkpoint) up to this many times.")
-@click.option("--poll", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
-              help="Seconds between status checks with --wait.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds between status checks with --wait: each pause is 1-2 times this, with jitter.")
 def push(experiments: tuple[str, ...], all_: bool, packs: tuple[str, ...], pack_all: bool, dry_run: bool,
          force: bool, wait: bool, max_running: int, retries: int, poll: float) -> None:
     """Render, validate and push experiments (and packs) to Kaggle GPU kernels through the official client."""
@@ -85,8 +85,8 @@ def push(experiments: tuple[str, ...], all_: bool, packs: tuple[str, ...], pack_
 @main.command()
 @click.argument("experiments", nargs=-1)
 @click.option("--watch", "watching", is_flag=True, help="Refresh until every run has finished.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
-              help="Seconds between refreshes with --watch.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds between refreshes with --watch: each pause is 1-2 times this, with jitter.")
 def status(experiments: tuple[str, ...], watching: bool, interval: float) -> None:
     """One table: experiment, kernel, version, state, elapsed, failure reason (all pushed experiments by default)."""
     ws = workspace()

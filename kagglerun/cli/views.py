@@ -116,8 +116,11 @@ class StatusTable:
             experiment = text(r.experiment)
             if r.pack:  # the pack's own line
                 experiment.append("\n" + plain(f"in {r.pack}"), style="dim")
+            state = text(r.state, _STATE_STYLE.get(r.state, ""))
+            if r.cause:  # why it ended, in words: Kaggle's states alone do not say (a time limit is a cancel)
+                state.append("\n" + plain(r.cause))
             cells = {"experiment": experiment, "kernel": text(r.kernel), "version": text(version),
-                     "state": text(r.state, _STATE_STYLE.get(r.state, "")), "elapsed": text(_elapsed(r.elapsed)),
+                     "state": state, "elapsed": text(_elapsed(r.elapsed)),
                      "failure reason": text(r.failure)}
             table.add_row(*(cells[c] for c in columns))
         return table
@@ -131,13 +134,13 @@ def status_table(rows: list[StatusRow], title: str | None = None) -> StatusTable
 
 
 def failure_lines(rows: list[StatusRow]) -> list[Text]:
-    """Under the table: each failed run's reason and the last lines of its log."""
+    """Under the table: each failed or stopped run's cause, reason and the last lines of its log."""
     lines = []
     for r in rows:
-        if not (r.log_tail or r.state == KernelState.ERROR):
+        if not (r.log_tail or r.state in (KernelState.ERROR, KernelState.CANCEL_ACKNOWLEDGED)):
             continue
         line = text(r.experiment, "red")
-        line.append(": " + plain(r.failure or r.state))
+        line.append(": " + plain(": ".join(filter(None, [r.cause, r.failure])) or r.state))
         lines.append(line)
         lines += [text("    " + log_line) for log_line in r.log_tail]
     return lines

@@ -1,11 +1,13 @@
 """Data sets as uint8 tensors: CIFAR-10/100, MNIST, Fashion-MNIST, KMNIST and SVHN from their official files,
 a user's own images (one folder per class) or pixel table (CSV), scikit-learn digits, synthetic.
 
-Where a data set is looked for, in order: attached inputs (Kaggle's /kaggle/input, or $KAGGLERUN_INPUT),
-a local data folder ($KAGGLERUN_DATA, ./data, ~/.cache/kagglerun/data), then a download through
-torchvision when the kernel has internet. Classes and channels always come from the data. A file that
-cannot be read is a `DataError` naming it. Part of the training core: standard library and torch only
-(PIL, scipy, pandas and scikit-learn lazily, for the formats that need them).
+Where a data set is looked for, in order: attached inputs (Kaggle's /kaggle/input, or $KAGGLERUN_INPUT,
+searched through, so both of Kaggle's layouts are found: /kaggle/input/datasets/OWNER/SLUG and
+/kaggle/input/notebooks/OWNER/SLUG as Kaggle mounts sources now, /kaggle/input/SLUG as it did before), a local data
+folder ($KAGGLERUN_DATA, ./data, ~/.cache/kagglerun/data), then a download through torchvision when the kernel
+has internet. Classes and channels always come from the data. A file that cannot be read is a `DataError`
+naming it. Part of the training core: standard library and torch only (PIL, scipy, pandas and scikit-learn
+lazily, for the formats that need them).
 """
 
 from __future__ import annotations
@@ -243,8 +245,9 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
 
 
 def find_path(path: str) -> Path:
-    """data.path: an absolute path as is; a relative one under the attached inputs (or one or two folders
-    down, where Kaggle mounts each data set) and the data folders, else relative to the working folder."""
+    """data.path: an absolute path as is; a relative one under the attached inputs (or one to three folders
+    down, where Kaggle mounts each data set: SLUG/ in the older layout, datasets/OWNER/SLUG/ now) and the data
+    folders, else relative to the working folder."""
     p = Path(path)
     if p.is_absolute():
         if p.exists():
@@ -256,7 +259,7 @@ def find_path(path: str) -> Path:
         if (root / p).exists():
             return root / p
         if root.is_dir():
-            for pattern in (f"*/{path}", f"*/*/{path}"):
+            for pattern in (f"*/{path}", f"*/*/{path}", f"*/*/*/{path}"):
                 for hit in sorted(root.glob(pattern)):
                     return hit
     if p.exists():

@@ -11,7 +11,8 @@ Pointing a client at it. `KAGGLE_API_ENVIRONMENT=TEST` makes `kagglesdk.kaggle_e
 http://localhost:7777, the default port. On another port (tests use port 0 = a free one) build the client
 with `KaggleClient(env=KaggleEnv.TEST, username=..., password=key)` and set
 `client.http_client()._endpoint = handle.url`. Credentials: HTTP basic auth (username, key) or a bearer
-token equal to a key; without them every API call is 401, and a kernel owned by someone else is 403.
+API token (one of `EmulatorConfig.tokens`, or a key); without them every API call is 401, and a kernel owned
+by someone else is 403. Errors come in Kaggle's nested form {"error": {"code", "message", "status"}}.
 The server accepts `EmulatorConfig.credentials` ({username: key}); by default KAGGLE_USERNAME/KAGGLE_KEY
 from the environment, else `kagglerun-test` / `kagglerun-test-key`. The key is never logged.
 """

@@ -31,10 +31,15 @@ class EmulatorConfig:
     workers: int = 2  # notebooks executing at once
     state_dir: Path = dataclasses.field(default_factory=default_state_dir)
     credentials: dict[str, str] = dataclasses.field(default_factory=default_credentials)
+    tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # API token -> the user it belongs to
     gpu_session_cap: int = 2
+    cpu_session_cap: int = 10  # Kaggle's batch CPU sessions have a cap of their own (its number unverified)
     gpu_quota_hours: float = 30.0
     session_limit_s: float = 12 * 3600.0  # Kaggle's 12 h limit; a push may ask for less
     queue_s: float = 0.0  # least time a session stays QUEUED, so clients can see that state
     data_dir: Path | None = None  # KAGGLERUN_DATA for the notebooks (default: inherited)
     datasets_dir: Path | None = None  # holds owner/slug folders for dataset_sources
+    # Where sources are mounted under /kaggle/input: "nested" as Kaggle mounts them now
+    # (notebooks/OWNER/SLUG, datasets/OWNER/SLUG), "flat" as it did before (SLUG)
+    input_layout: str = "nested"
     faults: FaultConfig = dataclasses.field(default_factory=FaultConfig)

@@ -6,8 +6,10 @@ Every fault is off (rate 0) by default. A rate is a probability per opportunity:
   response), `slow` (the response waits `slow_seconds`);
 - per file download: `truncate` (fewer bytes than Content-Length, then the connection closes);
 - per push: `cap_reject` (refused with Kaggle's session-cap message even below the cap);
-- per session: `crash` (the kernel dies `crash_after` seconds into the run, ERROR), `timeout` (the session
-  is killed at a time limit of `timeout_after` seconds, ERROR, outputs so far kept);
+- per session: `crash` (the kernel dies `crash_after` seconds into the run, ERROR), `oom` (killed as the
+  out-of-memory killer would, `crash_after` seconds in, ERROR with Kaggle's memory message), `timeout` (the
+  session is stopped at a time limit of `timeout_after` seconds: CANCEL_ACKNOWLEDGED with Kaggle's
+  time-limit message, outputs so far kept);
 - per output listing: `stale` (the previous finished version's outputs are served as the requested ones).
 """
 
@@ -19,7 +21,8 @@ import threading
 from collections import Counter
 
 # The names a rate can be given for; `all=RATE` in a spec sets every one of them.
-FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "timeout", "stale")
+FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "oom", "timeout",
+          "stale")
 _HTTP_FAULTS = ("drop", "http_500", "http_503", "http_429")
 
 
@@ -35,6 +38,7 @@ class FaultConfig:
     truncate: float = 0.0
     cap_reject: float = 0.0
     crash: float = 0.0
+    oom: float = 0.0
     timeout: float = 0.0
     stale: float = 0.0
     retry_after: float = 1.0  # seconds, sent as Retry-After with an injected 429

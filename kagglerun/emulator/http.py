@@ -1,12 +1,14 @@
 """The Kaggle emulator's HTTP side: the request handler that speaks Kaggle's kernels API, and its server.
 
 Exactly what the official SDK (kagglesdk) sends: JSON POSTs to
-`/api/v1/kernels.KernelsApiService/<Method>` with camelCase fields, errors as `{"code": N, "message": ...}`
-(the SDK raises them as HTTPError). Implemented methods: SaveKernel, GetKernelSessionStatus,
+`/api/v1/kernels.KernelsApiService/<Method>` with camelCase fields. Errors come in Kaggle's nested form
+`{"error": {"code": N, "message": ..., "status": "PERMISSION_DENIED"}}` (the Google API error shape; the SDK's
+own check reads only a top-level "code", so it raises them through raise_for_status, without the message). Implemented methods: SaveKernel, GetKernelSessionStatus,
 ListKernelSessionOutput (paged by pageSize/pageToken; each file's `url` is an unauthenticated signed link
 to this server, as Kaggle's are to storage, served with ranges; `log` on the first page),
 GetKernelSessionLogsStream, plus the client's `GET /api/v1/kernels/logs/stream/{owner}/{slug}` (SSE while
-a session runs, the JSON log once it has ended), CancelKernelSession and GetAcceleratorQuotaStatistics.
+a session runs, the JSON log once it has ended), CancelKernelSession and GetAcceleratorQuotaStatistics; and
+security.OAuthService/IntrospectToken, which the official client asks whose API token it holds.
 `GET /emulator/stats` is the emulator's own: peak of running sessions, fault counts. Other methods answer
 404. Request-level faults (faults.py) are injected here. Only 127.0.0.1 is bound.
 """
@@ -29,6 +31,10 @@ from .service import FILES_PREFIX, ApiError, KernelsService
 log = logging.getLogger("kagglerun.emulator")
 
 RPC_PREFIX = "/api/v1/kernels.KernelsApiService/"
+INTROSPECT_PATH = "/api/v1/security.OAuthService/IntrospectToken"
+# The status names of Google's API errors (google.rpc.Code), as Kaggle's nested errors carry them.
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 LOG_STREAM_PREFIX = "/api/v1/kernels/logs/stream/"
 
 
@@ -58,7 +64,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(code, json.dumps(data).encode(), "application/json", headers)
 
     def _error(self, e: ApiError) -> None:
-        self._json(e.code, {"code": e.code, "message": e.message}, e.headers)
+        status = _STATUS_NAMES.get(e.code, "UNKNOWN")
+        self._json(e.code, {"error": {"code": e.code, "message": e.message, "status": status}}, e.headers)
 
     def _base_url(self) -> str:
         return f"http://{self.headers.get('Host') or f'127.0.0.1:{self.server.server_port}'}"
@@ -87,6 +94,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self._body()
         path = urllib.parse.urlsplit(self.path).path
+        if path == INTROSPECT_PATH:
+            if self._inject():
+                return
+            try:
+                return self._json(200, self.server.service.introspect(json.loads(raw or b"{}")))
+            except ValueError:
+                return self._error(ApiError(400, "The request body is not JSON"))
         if not path.startswith(RPC_PREFIX):
             return self._error(ApiError(404, f"No such endpoint: {path}"))
         if self._inject():

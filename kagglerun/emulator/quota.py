@@ -1,4 +1,10 @@
-"""GPU quota as Kaggle counts it: per user, the sessions of the week starting Saturday 00:00 UTC."""
+"""GPU quota as Kaggle counts it: per user, the sessions of the week starting Saturday 00:00 UTC.
+
+`time_used` is the time consumed this week, the running sessions' time so far included; `time_reserved` is
+the part of it held by running sessions (kagglesdk ApiAcceleratorQuota: "reserved by currently-running
+sessions"). The official CLI shows used = time_used and left = total - used (kaggle_api_extended.py
+quota_view_cli), so the two are not added. A session is never stopped because the quota ran out: the quota
+refuses new GPU sessions only (how far past it Kaggle lets a running one go is unverified)."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from .store import CANCEL_REQUESTED, ENDED, RUNNING, State
 
 
 def quota_seconds(state: State, config: EmulatorConfig, user: str) -> tuple[float, float, float]:
-    """(used by ended sessions this week, used so far by running ones, allowed), in seconds."""
+    """(used this week, running ones included; the part of it running sessions hold; allowed), in seconds."""
     now, week = time.time(), week_start(time.time())
     used = reserved = 0.0
     for s in state.sessions.values():
@@ -20,12 +26,12 @@ def quota_seconds(state: State, config: EmulatorConfig, user: str) -> tuple[floa
             used += s.charged_s
         elif s.status in (RUNNING, CANCEL_REQUESTED) and s.started_at:
             reserved += now - s.started_at
-    return used, reserved, config.gpu_quota_hours * 3600.0
+    return used + reserved, reserved, config.gpu_quota_hours * 3600.0
 
 
 def quota_exhausted(state: State, config: EmulatorConfig, user: str) -> bool:
-    used, reserved, total = quota_seconds(state, config, user)
-    return used + reserved >= total
+    used, _, total = quota_seconds(state, config, user)
+    return used >= total
 
 
 def week_start(now: float) -> float:

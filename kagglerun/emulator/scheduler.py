@@ -1,9 +1,10 @@
 """The emulator's scheduler: runs QUEUED sessions, `workers` at a time, each in its own process
-(sessions.py), and ends them: done, failed, cancelled, at their time limit, when the GPU quota runs out,
-or by an injected fault. Its thread ticks every 0.1 s under the state's lock.
+(sessions.py), and ends them: done, failed, cancelled, at their time limit, or by an injected fault. The GPU
+quota running out stops no running session (quota.py). Its thread ticks every 0.1 s under the state's lock.
 
 A session gets KAGGLERUN_INPUT=`sessions/<id>/input` (/kaggle/input) with its kernel and data set sources
-copied in, and KAGGLERUN_DATA is `data_dir` or this process's own. After a restart, sessions that were
+copied in where Kaggle mounts them (`input_path`), read-only while it runs, and KAGGLERUN_DATA is `data_dir`
+or this process's own. After a restart, sessions that were
 RUNNING are ERROR ("lost when the emulator stopped") with the time they ran charged, and their orphaned
 processes are killed.
 """
@@ -24,7 +25,6 @@ from pathlib import Path
 from ..core.contract import atomic_write_json
 from .config import EmulatorConfig
 from .faults import FaultInjector
-from .quota import quota_exhausted
 from .sessions import kill_group, kill_orphan, notebook_log, start_session_process
 from .store import (
     CANCEL_ACKNOWLEDGED,
@@ -33,8 +33,10 @@ from .store import (
     COMPLETE,
     ERROR,
     LOST_MESSAGE,
+    OOM_MESSAGE,
     QUEUED,
     RUNNING,
+    TIME_LIMIT_MESSAGE,
     Session,
     State,
 )
@@ -43,7 +45,6 @@ log = logging.getLogger("kagglerun.emulator")
 
 STOPPED_MESSAGE = "The emulator was stopped while this session ran; push it again."
 CRASH_MESSAGE = "The kernel died unexpectedly while the notebook was running."
-QUOTA_MESSAGE = "The session was stopped because the weekly GPU quota is used up."
 _KILL_GRACE_S = 5.0  # after SIGTERM, how long a session process may take to save its notebook before SIGKILL
 
 
@@ -53,8 +54,9 @@ class _Run:
 
     proc: subprocess.Popen
     crash_at: float | None = None
+    oom_at: float | None = None
     fault_timeout_at: float | None = None
-    stop_reason: str | None = None  # "cancel", "timeout", "crash", "quota", "shutdown"
+    stop_reason: str | None = None  # "cancel", "timeout", "crash", "oom", "shutdown"
     stop_message: str | None = None
     term_sent_at: float | None = None
 
@@ -115,14 +117,12 @@ class Scheduler:
                 continue
             if run.stop_reason is None:
                 elapsed = now - (s.started_at or now)
-                if elapsed >= s.time_limit_s:
-                    self.request_stop(sid, "timeout", timeout_message(s.time_limit_s))
-                elif run.fault_timeout_at is not None and now >= run.fault_timeout_at:
-                    self.request_stop(sid, "timeout", timeout_message(self.config.faults.timeout_after))
+                if elapsed >= s.time_limit_s or (run.fault_timeout_at is not None and now >= run.fault_timeout_at):
+                    self.request_stop(sid, "timeout", TIME_LIMIT_MESSAGE)
                 elif run.crash_at is not None and now >= run.crash_at:
                     self.request_stop(sid, "crash", CRASH_MESSAGE)
-                elif s.gpu and quota_exhausted(self.state, self.config, s.owner):
-                    self.request_stop(sid, "quota", QUOTA_MESSAGE)
+                elif run.oom_at is not None and now >= run.oom_at:
+                    self.request_stop(sid, "oom", OOM_MESSAGE)
             elif run.term_sent_at is not None and now - run.term_sent_at > _KILL_GRACE_S:
                 kill_group(run.proc, signal.SIGKILL)
         if self._stop.is_set():
@@ -137,12 +137,16 @@ class Scheduler:
     def _launch(self, s: Session) -> None:
         folder = self.state.session_dir(s.id)
         working, inputs = folder / "working", folder / "input"
+        set_writable(inputs, True)
         shutil.rmtree(inputs, ignore_errors=True)
         inputs.mkdir(parents=True)
-        for name, source_id in s.kernel_inputs.items():
-            shutil.copytree(self.state.session_dir(source_id) / "working", inputs / name, dirs_exist_ok=True)
-        for name, source in s.dataset_inputs.items():
-            shutil.copytree(source, inputs / name, dirs_exist_ok=True)
+        layout = self.config.input_layout
+        for ref, source_id in s.kernel_inputs.items():
+            shutil.copytree(self.state.session_dir(source_id) / "working", input_path(inputs, "notebooks", ref, layout),
+                            dirs_exist_ok=True)
+        for ref, source in s.dataset_inputs.items():
+            shutil.copytree(source, input_path(inputs, "datasets", ref, layout), dirs_exist_ok=True)
+        set_writable(inputs, False)  # Kaggle mounts inputs read-only
         env = {"KAGGLERUN_INPUT": str(inputs), "KAGGLE_KERNEL_RUN_TYPE": "Batch"}
         # Each session gets its share of the CPUs, as each Kaggle session has its own machine: with every
         # session's torch using every core, two sessions on two cores ran 10x slower than one after another.
@@ -160,6 +164,8 @@ class Scheduler:
         faults = self.config.faults
         if self.faults.roll("crash"):
             run.crash_at = now + faults.crash_after
+        elif self.faults.roll("oom"):
+            run.oom_at = now + faults.crash_after
         elif self.faults.roll("timeout"):
             run.fault_timeout_at = now + faults.timeout_after
         self._runs[s.id] = run
@@ -173,7 +179,7 @@ class Scheduler:
         if run is None or run.stop_reason is not None:
             return
         run.stop_reason, run.stop_message, run.term_sent_at = reason, message, time.time()
-        if reason == "crash":  # a crash gives no chance to save anything
+        if reason in ("crash", "oom"):  # a crash, or the out-of-memory killer, gives no chance to save anything
             kill_group(run.proc, signal.SIGKILL)
         else:  # the session process saves its notebook (outputs so far) on SIGTERM
             kill_group(run.proc, signal.SIGTERM, group=False)
@@ -182,16 +188,18 @@ class Scheduler:
     def _finish(self, sid: int, run: _Run) -> None:
         s = self.state.sessions[sid]
         del self._runs[sid]
+        set_writable(self.state.session_dir(sid) / "input", True)  # so the state folder can be removed
         s.ended_at = time.time()
         s.charged_s = s.ended_at - (s.started_at or s.ended_at) if s.gpu else 0.0
-        if run.stop_reason == "cancel":
+        if run.stop_reason in ("cancel", "timeout"):  # Kaggle's time limit cancels the session
             s.status, s.failure_message = CANCEL_ACKNOWLEDGED, run.stop_message
         elif run.stop_reason is not None:
             s.status, s.failure_message = ERROR, run.stop_message
+        elif run.proc.returncode == -signal.SIGKILL:  # killed from outside, unasked: what the OOM killer does
+            s.status, s.failure_message = ERROR, OOM_MESSAGE
         else:
-            try:
-                result = json.loads((self.state.session_dir(sid) / "result.json").read_text())
-            except (FileNotFoundError, ValueError):
+            result = self._result(sid)
+            if not result:
                 result = {"ok": False, "error": f"The kernel process exited unexpectedly (code {run.proc.returncode})."}
             s.status = COMPLETE if result.get("ok") else ERROR
             s.failure_message = None if result.get("ok") else result.get("error")
@@ -200,15 +208,26 @@ class Scheduler:
         log.info("session %s (%s/%s v%s) %s%s", sid, s.owner, s.slug, s.version, s.status,
                  f": {s.failure_message}" if s.failure_message else "")
 
+    def _result(self, sid: int) -> dict:
+        """What the session process wrote at its end (result.json), {} when it wrote nothing."""
+        try:
+            result = json.loads((self.state.session_dir(sid) / "result.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return result if isinstance(result, dict) else {}
+
     def _write_log(self, s: Session) -> None:
-        atomic_write_json(self.state.session_dir(s.id) / "log.json",
-                          notebook_log(self.state.session_dir(s.id) / "executed.ipynb", s.started_at or s.created_at))
+        folder = self.state.session_dir(s.id)
+        runner_log = str(self._result(s.id).get("runner_log") or "")
+        atomic_write_json(folder / "log.json",
+                          notebook_log(folder / "executed.ipynb", s.started_at or s.created_at, runner_log))
 
     def recover(self) -> None:
         """Sessions that were running when the last server died cannot be resumed: mark them ended."""
         for s in self.state.sessions.values():
             if s.status in (RUNNING, CANCEL_REQUESTED):
                 kill_orphan(s.pid)
+                set_writable(self.state.session_dir(s.id) / "input", True)
                 s.ended_at = s.heartbeat or s.started_at or s.created_at
                 s.charged_s = max(0.0, s.ended_at - (s.started_at or s.ended_at)) if s.gpu else 0.0
                 if s.status == CANCEL_REQUESTED:
@@ -219,5 +238,27 @@ class Scheduler:
                 log.warning("session %s (%s/%s v%s) was running at the last stop: now ERROR",
                             s.id, s.owner, s.slug, s.version)
 
-def timeout_message(limit: float) -> str:
-    return f"The session exceeded its maximum run time of {limit:g} seconds and was stopped (timed out)."
+
+def input_path(inputs: Path, kind: str, ref: str, layout: str) -> Path:
+    """Where a source "owner/slug" of `kind` ("notebooks" or "datasets") is mounted under /kaggle/input: as
+    Kaggle mounts them now, /kaggle/input/notebooks/OWNER/SLUG and /kaggle/input/datasets/OWNER/SLUG, or in
+    the older flat layout /kaggle/input/SLUG (public kernels show both, by the notebook's age)."""
+    owner, _, slug = ref.rpartition("/")
+    if layout == "flat" or not owner:
+        return inputs / slug
+    return inputs / kind / owner / slug
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """Make every file and folder under `root` writable by its owner, or read-only (files 0444, folders 0555)."""
+    if not root.exists():
+        return
+    paths = [root, *root.rglob("*")]
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=not writable):  # folders last when locking
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        if writable:
+            path.chmod(mode | 0o200 | (0o100 if path.is_dir() else 0))
+        else:
+            path.chmod(mode & ~0o222)

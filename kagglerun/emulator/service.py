@@ -8,6 +8,7 @@ save). A GPU push while `gpu_session_cap` GPU sessions are queued or running is 
 label, ListKernelSessionOutput serves the latest *ended* version, as Kaggle does while a newer one runs.
 `kernel_sources` "owner/slug" mount that kernel's latest COMPLETE version's outputs (else its latest ended
 one); `dataset_sources` "owner/slug" come from `datasets_dir/owner/slug`, else are invalidDatasetSources.
+Where they are mounted is the scheduler's (`input_layout`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class KernelsService:
         self.state, self.config, self.faults, self.stop_session = state, config, faults, stop_session
 
     def authenticate(self, authorization: str | None) -> str:
-        """The user named by an Authorization header (basic username:key, or bearer key), else 401."""
+        """The user named by an Authorization header: basic username:key, or a bearer API token (kaggle 2.2.5
+        sends `Authorization: Bearer <token>`, kagglesdk kaggle_http_client.py BearerAuth; one of
+        `config.tokens`, or a user's key), else 401."""
         scheme, _, value = (authorization or "").partition(" ")
         user = None
         if scheme.lower() == "basic":
@@ -98,13 +101,25 @@ class KernelsService:
             if expected is not None and hmac.compare_digest(expected.encode(), key.encode()):
                 user = name
         elif scheme.lower() == "bearer":
-            for name, key in self.config.credentials.items():
-                if hmac.compare_digest(key.encode(), value.strip().encode()):
-                    user = name
+            user = self.token_user(value.strip())
         if user is None:
             raise ApiError(401, "Unauthenticated: send a Kaggle username and API key (basic auth) or an API token.",
                            {"WWW-Authenticate": 'Basic realm="kaggle"'})
         return user
+
+    def token_user(self, token: str) -> str | None:
+        """The user an API token (or, as a token, a user's key) belongs to."""
+        user = None
+        for candidate, name in [*self.config.tokens.items(), *((k, n) for n, k in self.config.credentials.items())]:
+            if token and hmac.compare_digest(candidate.encode(), token.encode()):
+                user = name
+        return user
+
+    def introspect(self, body: dict[str, Any]) -> dict[str, Any]:
+        """security.OAuthService/IntrospectToken, as the official client asks whose token it holds
+        (kagglesdk security/types/oauth_service.py: {token} -> {active, username, ...})."""
+        user = self.token_user(str(body.get("token") or "")) if isinstance(body, dict) else None
+        return {"active": True, "username": user, "scope": "resources.admin:*"} if user else {"active": False}
 
     def _kernel_for_read(self, user: str, owner: str, slug: str) -> Kernel:
         kernel = self.state.kernels.get(f"{owner}/{slug}".lower())
@@ -149,8 +164,8 @@ class KernelsService:
                 gpu = bool(body.get("enableGpu")) or any(
                     word in (body.get("machineShape") or "").lower() for word in ("gpu", "nvidia"))
                 quick_save = body.get("kernelExecutionType") in ("QUICK_SAVE", "KERNEL_EXECUTION_TYPE_QUICK_SAVE")
-                if gpu and not quick_save:
-                    self._check_gpu_caps(user)
+                if not quick_save:
+                    self._check_caps(user, gpu)
             except _Refused as e:
                 return {"error": str(e)}
             response: dict[str, Any] = {}
@@ -178,7 +193,8 @@ class KernelsService:
                      session.id, " (GPU)" if gpu else "")
             response.update({
                 "ref": f"/code/{kernel.owner}/{kernel.slug}",
-                "url": f"{base_url}/code/{kernel.owner}/{kernel.slug}?scriptVersionId={session.id}",
+                # The kernel's page, naming no session: kagglesdk's ApiSaveKernelResponse has no session id.
+                "url": f"{base_url}/code/{kernel.owner}/{kernel.slug}",
                 "versionNumber": session.version, "kernelId": kernel.id,
             })
             return response
@@ -203,11 +219,14 @@ class KernelsService:
             raise ApiError(403, f"Permission 'kernels.{verb}' was denied: {owner}/{name} is not owned by {user}")
         return kernel, owner, name
 
-    def _check_gpu_caps(self, user: str) -> None:
-        active = sum(1 for s in self.state.sessions.values() if s.owner == user and s.gpu and s.status in ACTIVE)
-        if active >= self.config.gpu_session_cap or self.faults.roll("cap_reject"):
-            raise _Refused(f"Maximum batch GPU session count of {self.config.gpu_session_cap} reached.")
-        if quota_exhausted(self.state, self.config, user):
+    def _check_caps(self, user: str, gpu: bool) -> None:
+        """Refuse a batch session beyond the user's cap of its kind (GPU, or CPU: "Maximum batch CPU session
+        count of N reached", the same refusal for CPU sessions), or a GPU one when the week's quota is used."""
+        active = sum(1 for s in self.state.sessions.values() if s.owner == user and s.gpu == gpu and s.status in ACTIVE)
+        cap = self.config.gpu_session_cap if gpu else self.config.cpu_session_cap
+        if active >= cap or (gpu and self.faults.roll("cap_reject")):
+            raise _Refused(f"Maximum batch {'GPU' if gpu else 'CPU'} session count of {cap} reached.")
+        if gpu and quota_exhausted(self.state, self.config, user):
             raise _Refused(f"You have used your weekly GPU quota of {self.config.gpu_quota_hours:g} hours.")
 
     def _kernel_for_push(self, kernel: Kernel | None, owner: str, name: str, body: dict[str, Any]) -> Kernel:
@@ -233,7 +252,7 @@ class KernelsService:
             if kernel is None or not ended:
                 response.setdefault("invalidKernelSources", []).append(ref)
                 continue
-            found[kernel.slug] = (complete or ended)[-1].id
+            found[f"{kernel.owner}/{kernel.slug}"] = (complete or ended)[-1].id
         return found
 
     def _resolve_dataset_sources(self, refs: list[str], response: dict[str, Any]) -> dict[str, str]:
@@ -246,7 +265,7 @@ class KernelsService:
                 log.warning("dataset source %s is not available locally (datasets_dir=%s)", ref, root)
                 response.setdefault("invalidDatasetSources", []).append(ref)
                 continue
-            found[name] = str(folder)
+            found[f"{owner}/{name}"] = str(folder)
         return found
 
     def session_status(self, user: str, body: dict[str, Any]) -> dict[str, Any]:

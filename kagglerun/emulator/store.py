@@ -20,6 +20,11 @@ ACTIVE = (QUEUED, RUNNING, CANCEL_REQUESTED)
 ENDED = (COMPLETE, ERROR, CANCEL_ACKNOWLEDGED)
 
 CANCEL_MESSAGE = "The kernel was killed due to a requested cancel."
+# A session killed at its time limit ends CANCEL_ACKNOWLEDGED with this message (issue 12's review of Kaggle's
+# answers; not in kagglesdk), and one the out-of-memory killer ended ERROR with the second (Kaggle's notebook
+# editor's wording; its batch-session wording is unverified). kagglerun.kaggle.types reads both.
+TIME_LIMIT_MESSAGE = "Your notebook was stopped because it exceeded the max allowed execution duration."
+OOM_MESSAGE = "Your notebook tried to allocate more memory than is available. It has restarted."
 LOST_MESSAGE = "The session was lost when the emulator stopped while it ran; push it again."
 
 
@@ -43,8 +48,8 @@ class Session:
     gpu: bool
     created_at: float
     time_limit_s: float
-    kernel_inputs: dict[str, int]  # input folder name -> id of the session whose outputs it gets
-    dataset_inputs: dict[str, str]  # input folder name -> local folder
+    kernel_inputs: dict[str, int]  # "owner/slug" -> id of the session whose outputs it gets
+    dataset_inputs: dict[str, str]  # "owner/slug" -> local folder
     failure_message: str | None = None
     started_at: float | None = None
     ended_at: float | None = None

@@ -8,7 +8,8 @@ from .client import KaggleKernels, connect
 from .credentials import Credentials, load_credentials
 from .retry import RetryPolicy
 from .sdk import ENDPOINT_ENV, validate_kernel_folder
-from .types import DownloadFailed, OutputFile, Outputs, PushResult, Quota, SessionStatus
+from .types import DownloadFailed, OutputFile, Outputs, PushResult, Quota, SessionStatus, session_cause
 
 __all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "OutputFile", "Outputs", "PushResult",
-           "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "validate_kernel_folder"]
+           "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "session_cause",
+           "validate_kernel_folder"]

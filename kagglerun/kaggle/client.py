@@ -3,10 +3,10 @@ Transient failures are retried by the one policy (retry.py); everything else bec
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,13 +19,13 @@ from .logs import log_text
 from .retry import RetryPolicy, TimeoutAdapter, connection_refused, retry_after
 from .sdk import kaggle_api_class, resolve_endpoint, validate_kernel_folder
 from .types import (
-    SESSION_CAP_MESSAGE,
     DownloadFailed,
     OutputFile,
     Outputs,
     PushResult,
     Quota,
     SessionStatus,
+    is_session_cap,
     split_kernel,
 )
 
@@ -48,6 +48,8 @@ class KaggleKernels:
         # Told what a long wait is for (Kaggle's Retry-After), so the user sees why nothing happens.
         self.notify: Callable[[str], None] = lambda message: None
         self._client = self._build_client()
+        if credentials.token and not credentials.username:
+            self.credentials = dataclasses.replace(credentials, username=self._token_username())
 
     @property
     def username(self) -> str:
@@ -55,17 +57,42 @@ class KaggleKernels:
 
     def _build_client(self) -> Any:
         from kagglesdk.kaggle_client import KaggleClient
+        from kagglesdk.kaggle_http_client import KaggleHttpClient
 
-        client = KaggleClient(env=self.sdk_env, username=self.credentials.username,
-                              password=self.credentials.key, user_agent="kagglerun")
+        creds = self.credentials
+        client = KaggleClient(env=self.sdk_env, username=creds.username, password=creds.key,
+                              api_token=creds.token or None, user_agent="kagglerun")
         http = client._http_client
         http._endpoint = self.endpoint  # the SDK derives it from the environment alone; honour the override
         http._init_session()
         # The SDK prefers an ambient access token (KAGGLE_API_TOKEN, ~/.kaggle/access_token) over the user name
         # and key it was given; use what we were given, so a demo never sends a real token to an emulator.
-        http._session.auth = (self.credentials.username, self.credentials.key)
+        # A token goes as the SDK sends one (kaggle_http_client.py BearerAuth: "Authorization: Bearer <token>").
+        http._session.auth = KaggleHttpClient.BearerAuth(creds.token) if creds.token else (creds.username, creds.key)
         TimeoutAdapter.mount(http._session, self.retry.timeout_seconds)
         return client
+
+    def _token_username(self) -> str:
+        """The user an API token belongs to, asked of Kaggle as the official client asks
+        (kaggle_api_extended.py `_introspect_token`: security.OAuthService/IntrospectToken)."""
+        from kagglesdk.security.types.oauth_service import IntrospectTokenRequest
+
+        request = IntrospectTokenRequest()
+        request.token = self.credentials.token
+        try:
+            response = self._call("API token check", lambda: self._client.security.oauth_client.introspect_token(request))
+        except KernelError:  # 403, 404: like the official client, an invalid token
+            response = None
+        except CredentialsError:
+            raise
+        except KaggleError as e:
+            if "(HTTP 400)" not in str(e):  # 400 too; anything else (unreachable, 5xx) is not the token's fault
+                raise
+            response = None
+        if response is None or not response.active or not response.username:
+            raise CredentialsError(f"Kaggle does not accept the API token from {self.credentials.source} (expired "
+                                   "or revoked): create a new one at kaggle.com → Settings → API")
+        return str(response.username)
 
     @property
     def _kernels(self) -> Any:
@@ -114,8 +141,9 @@ class KaggleKernels:
     def _http_error(self, what: str, status: int, message: str, kernel: str) -> KaggleError:
         detail = f" ({message})" if message else ""
         if status == 401:
-            return CredentialsError(f"Kaggle refused the credentials of {self.username!r} from "
-                                    f"{self.credentials.source} (HTTP 401){detail}: check the user name and key")
+            check = "the API token" if self.credentials.token else "the user name and key"
+            return CredentialsError(f"Kaggle refused the credentials of {self.username or '(token)'!r} from "
+                                    f"{self.credentials.source} (HTTP 401){detail}: check {check}")
         if status == 403:
             return KernelError(f"Kaggle denied the {what} (HTTP 403){detail}: the kernel slug {kernel or '?'} is "
                                f"wrong or not owned by {self.username!r}, or the key lacks permission")
@@ -128,7 +156,7 @@ class KaggleKernels:
         if status >= 500:
             return KaggleError(f"Kaggle failed the {what} {self.retry.attempts} times (HTTP {status}){detail}; "
                                "try again later")
-        if SESSION_CAP_MESSAGE in message.lower():
+        if is_session_cap(message):
             return SessionCapError(f"Kaggle rejected the {what}: {message}")
         return KaggleError(f"Kaggle rejected the {what} (HTTP {status}){detail}")
 
@@ -143,7 +171,7 @@ class KaggleKernels:
         response = self._call(f"push of {folder.name}", lambda: self._kernels.save_kernel(request), kernel)
         # The server reports many refusals inside a 200 response; the official CLI prints them and exits 0.
         if response.error:
-            if SESSION_CAP_MESSAGE in response.error.lower():
+            if is_session_cap(response.error):
                 raise SessionCapError(f"Kaggle rejected the push of {folder.name}: {response.error}")
             raise KaggleError(f"Kaggle rejected the push of {folder.name}: {response.error}")
         invalid = {name: getattr(response, f"invalid_{name}_sources") for name in ("dataset", "kernel",
@@ -159,9 +187,10 @@ class KaggleKernels:
         ref = (response.ref or kernel).strip("/")
         if ref.count("/") != 1:  # the server may answer with a path such as /code/owner/slug
             ref = "/".join(ref.split("/")[-2:])
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(response.url or "").query)
-        session = (query.get("scriptVersionId") or ["0"])[0]
-        return PushResult(ref, int(response.version_number), response.url or "", int(session) if session.isdigit() else 0)
+        # kagglesdk kernels_api_service.py, ApiSaveKernelResponse: ref, url, version_number, error, invalid_*,
+        # kernel_id; no session id. The url is the kernel's page (https://www.kaggle.com/code/owner/slug), so the
+        # version number is the handle on the new session: status, outputs and logs all take it (version_label).
+        return PushResult(ref, int(response.version_number), response.url or "")
 
     def status(self, kernel: str, version: int | None = None) -> SessionStatus:
         """The state of the kernel's session (of `version` when given, else the latest)."""
@@ -199,8 +228,18 @@ class KaggleKernels:
             seen.add(token)
 
     def log(self, kernel: str, version: int | None = None) -> str:
-        """The session's log as plain text (Kaggle stores it as JSON events; their `data` is joined)."""
-        return log_text(self.outputs(kernel, version, page_size=1).log)
+        """The session's log as plain text (Kaggle stores it as JSON events; their `data` is joined), in one
+        request: the log comes with the first page of the output listing (kagglesdk
+        ApiListKernelSessionOutputResponse.log), so the pages of files are not followed."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+        owner, slug = split_kernel(kernel)
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name, request.kernel_slug, request.page_size = owner, slug, 1
+        if version:
+            request.version_label = f"v{version}"
+        response = self._call(f"log of {kernel}", lambda: self._kernels.list_kernel_session_output(request), kernel)
+        return log_text(response.log or "")
 
     def download(self, url: str, dest: Path) -> None:
         """Stream one output file to `dest` with the official client's download code (which checks the
@@ -243,10 +282,13 @@ class KaggleKernels:
         quota = response.gpu_quota
         if quota is None or quota.total_time_allowed is None:
             return None
-        used = (quota.time_used.total_seconds() if quota.time_used else 0.0)
-        used += quota.time_reserved.total_seconds() if quota.time_reserved else 0.0
+        # Counted as the official CLI counts it (kaggle_api_extended.py quota_view_cli): used is time_used,
+        # left is total minus used. time_reserved ("reserved by currently-running sessions", kagglesdk
+        # ApiAcceleratorQuota) is kept beside it, not added: the running sessions' time is not charged twice.
+        used = quota.time_used.total_seconds() if quota.time_used else 0.0
+        reserved = quota.time_reserved.total_seconds() if quota.time_reserved else 0.0
         refresh = response.quota_refresh_time.isoformat() if response.quota_refresh_time else ""
-        return Quota(used, quota.total_time_allowed.total_seconds(), refresh)
+        return Quota(used, quota.total_time_allowed.total_seconds(), refresh, reserved)
 
     def _official_api(self) -> Any:
         if not hasattr(self, "_api"):
@@ -262,13 +304,18 @@ def connect(environ: Mapping[str, str] | None = None, retry: RetryPolicy | None 
 
 
 def _http_message(e: Any) -> str:
-    """The server's own message for an HTTP error (JSON "message" field, else the exception text)."""
+    """The server's own message for an HTTP error, else the exception text. Kaggle answers errors in the
+    Google API form {"error": {"code", "message", "status"}}; the SDK (kaggle_http_client.py
+    _prepare_response) reads only a top-level {"code", "message"}, so both forms are read here."""
     response = getattr(e, "response", None)
     try:
         body = response.json() if response is not None else {}
-        if isinstance(body, dict) and body.get("message"):
-            return str(body["message"])[:300]
     except ValueError:
-        pass
+        body = {}
+    if isinstance(body, dict):
+        nested = body.get("error")
+        message = nested.get("message") if isinstance(nested, dict) else body.get("message")
+        if message:
+            return str(message)[:300]
     text = str(e.args[0]) if e.args else ""
     return "" if text.startswith(("4", "5")) and " for url:" in text else text[:300]

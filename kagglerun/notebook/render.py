@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -62,7 +63,25 @@ def _rows(prefix: str, data: Any) -> list[tuple[str, str]]:
     return [(prefix, json.dumps(data))]
 
 
+SLUG_MAX = 50  # Kaggle's kernel slugs: at most 50 characters of a-z, 0-9 and '-'
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+
+
+def check_slug(s: Settings) -> None:
+    """Refuse a kernel slug Kaggle would refuse or change: more than 50 characters, or others than a-z, 0-9
+    and '-' (the default slug comes from the experiment's name, which may hold capitals or dots). The
+    official client does not check it (kaggle_api_extended.py kernels_push only warns about the title)."""
+    slug = s.slug
+    if len(slug) > SLUG_MAX or not _SLUG.fullmatch(slug):
+        how = f"is {len(slug)} characters long (at most {SLUG_MAX})" if len(slug) > SLUG_MAX else \
+            "holds characters other than a-z, 0-9 and '-' (or starts or ends with '-')"
+        source = "kaggle.slug" if s.kaggle.slug else "made from the name"
+        raise RenderError(f"{s.name}: the Kaggle kernel slug {slug!r} ({source}) {how}; set kaggle.slug to 5-50 "
+                          "characters of a-z, 0-9 and '-'")
+
+
 def kernel_metadata(env: jinja2.Environment, s: Settings, owner: str) -> dict[str, Any]:
+    check_slug(s)
     context = {"kernel_id": f"{owner}/{s.slug}", "title": s.title, "code_file": f"{s.name}.ipynb",
                "kaggle": s.kaggle.model_dump()}
     text = render_template(env, "kernel-metadata.json.j2", context, s.name)

@@ -54,7 +54,9 @@ class Version:
     # (Kaggle still says complete; the next push resumes it); failed (a pack member: its kernel's state is error)
     run_state: str = ""
     pulled_at: str = ""
-    session_id: int = 0  # Kaggle's id of this version's session (to cancel it)
+    # Not known: the push answer names no session (kagglesdk ApiSaveKernelResponse has no session id); the
+    # version number is the handle. Kept so that ledgers written before still load.
+    session_id: int = 0
 
     @property
     def finished(self) -> bool:

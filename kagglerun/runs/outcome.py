@@ -5,6 +5,10 @@ training ended; `pull` swaps it into results/.
 
 A pack's kernel holds each member's output in `<member>/`, with its own manifest; each member is judged on
 its own, and the members of one pack share one output listing.
+
+Only the files the manifest names are fetched. The files Kaggle's runner adds after the notebook has ended
+(`__notebook__.ipynb`, `__results__.html`, `__output__.json`, `custom.css`: papermill and nbconvert, see the
+emulator's sessions.py) are in the listing but in no manifest, so they never reach results/EXP.
 """
 
 from __future__ import annotations

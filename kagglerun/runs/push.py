@@ -25,7 +25,7 @@ from ..states import KernelState, PlanAction, RowState
 from ..workspace import Workspace
 from .ledger import Ledger, Record, Version
 from .plan import DEFAULT_RUN_SECONDS, PushPlan, combine, decide, resume_decision
-from .status import refresh_entry, row_for
+from .status import POLL_SECONDS, poll_pause, refresh_entry, row_for
 
 STATUS_FAILURES_TOLERATED = 10  # consecutive failed status rounds before `wait` gives up
 
@@ -39,7 +39,7 @@ class PushOptions:
     wait: bool = False  # keep at most max_running sessions, push the rest as slots free, until all finish
     max_running: int = 2  # Kaggle allows two GPU sessions at a time
     retries: int = 2  # with wait: pushes again (resuming) of a run that dies or stops
-    poll_seconds: float = 10.0  # with wait: between status rounds
+    poll_seconds: float = POLL_SECONDS  # with wait: between status rounds, each pause 1-2x this (poll_pause)
     # with wait: how long Kaggle's session cap may keep refusing pushes (sessions we cannot see, started
     # elsewhere) before giving up; Kaggle's longest session is 12 h
     cap_wait_seconds: float = 12.5 * 3600
@@ -123,7 +123,7 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
     with Ledger(ws.results).update() as entries:
         for name, settings_hash in plan.recorded.items():
             run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
-                      pushed_at=pushed_at, resumes=plan.resumes, session_id=result.session_id)
+                      pushed_at=pushed_at, resumes=plan.resumes)
             entry = entries.get(name)
             if entry is None or entry.kernel != result.kernel:
                 entry = entries[name] = Record(result.kernel)
@@ -192,7 +192,8 @@ def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], o
                    f"left this week; this batch needs about {report.needed_seconds / 3600:.1f} h")
     if todo and report.needed_seconds > report.quota.left_seconds:
         warning = (f"this batch needs about {report.needed_seconds / 3600:.1f} h of GPU time but only "
-                   f"{report.quota.left_seconds / 3600:.1f} h of quota are left; some runs may be stopped")
+                   f"{report.quota.left_seconds / 3600:.1f} h of quota are left; Kaggle refuses new GPU sessions "
+                   "once it is used up")
         report.warnings.append(warning)
         observer.event("warning: " + warning)
 
@@ -249,7 +250,7 @@ class _Waiter:
             self._push_while_free()
             self.observer.rows(list(self.rows.values()), "kagglerun push --wait")
             if self.queue or self.active:
-                self.sleep(self.options.poll_seconds)
+                self.sleep(poll_pause(self.options.poll_seconds))
 
     def _refresh(self) -> None:
         try:

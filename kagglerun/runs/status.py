@@ -5,13 +5,15 @@ A pack's members each have a row, with the pack's kernel and its session's state
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..core.contract import now_iso
 from ..errors import KernelError, PullError
-from ..kaggle import KaggleKernels
+from ..kaggle import KaggleKernels, session_cause
+from ..kaggle.logs import failure_tail
 from ..progress import SILENT, Observer, StatusRow
 from ..states import KernelState, RowState, RunState
 from ..workspace import Workspace
@@ -19,6 +21,14 @@ from .ledger import Ledger, Record, Version
 from .outcome import Unverified, read_outcome
 
 LOG_TAIL_LINES = 12
+POLL_SECONDS = 30.0  # between status rounds, by default: each pause is 30-60 s (`poll_pause`)
+
+
+def poll_pause(seconds: float) -> float:
+    """The pause before the next status round: `seconds` to twice that, at random, so that many clients
+    started together do not ask Kaggle together, and a long wait asks Kaggle about once a minute at most
+    (tests pass a short `seconds`)."""
+    return seconds * random.uniform(1.0, 2.0)
 
 
 def _seconds_between(start: str, end: str = "") -> float | None:
@@ -41,8 +51,9 @@ def row_for(name: str, kernel: str, run: Version | None, pack: str = "") -> Stat
     elif run.finished and pack and run.run_state in (RunState.COMPLETE, RunState.FAILED):
         state, failure = ((KernelState.COMPLETE, "") if run.run_state == RunState.COMPLETE
                           else (KernelState.ERROR, failure))
+    cause = session_cause(state, failure) if state in (KernelState.ERROR, KernelState.CANCEL_ACKNOWLEDGED) else ""
     return StatusRow(name, kernel, run.version, state, _seconds_between(run.pushed_at, run.finished_at),
-                     failure, pack=pack)
+                     failure, pack=pack, cause=cause)
 
 
 def refresh_entry(api: KaggleKernels, name: str, entry: Record) -> bool:
@@ -95,26 +106,27 @@ def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
             row.state, row.failure = RowState.UNKNOWN, unknown[row.experiment]
         elif row.state in (KernelState.ERROR, KernelState.CANCEL_ACKNOWLEDGED) and log_lines:
             try:
-                row.log_tail = api.log(row.kernel, row.version).rstrip().splitlines()[-log_lines:]
+                row.log_tail = failure_tail(api.log(row.kernel, row.version), log_lines)
             except KernelError:
                 pass
     return rows
 
 
-def watch(ws: Workspace, api: KaggleKernels, names: list[str] | None = None, *, interval: float = 15.0,
+def watch(ws: Workspace, api: KaggleKernels, names: list[str] | None = None, *, interval: float = POLL_SECONDS,
           observer: Observer = SILENT, sleep: Callable[[float], None] = time.sleep) -> list[StatusRow]:
-    """`refresh` every `interval` seconds until every run has finished, showing the rows to `observer`;
-    returns the final rows."""
+    """`refresh` every `interval` to twice `interval` seconds (`poll_pause`) until every run has finished,
+    showing the rows to `observer`; returns the final rows."""
     while True:
         rows = refresh(ws, api, names, log_lines=0)
         observer.rows(rows)
         if all(r.finished for r in rows):
             return refresh(ws, api, names)
-        sleep(interval)
+        sleep(poll_pause(interval))
 
 
 def failure_details(rows: list[StatusRow]) -> list[tuple[str, str, list[str]]]:
-    """(experiment, reason, last log lines) of every failed run, for printing under the table."""
-    return [(r.experiment, r.failure or r.state, r.log_tail) for r in rows
-            if r.log_tail or r.state == KernelState.ERROR]
+    """(experiment, reason, last log lines) of every failed or stopped run, for printing under the table;
+    the reason starts with its cause in words."""
+    return [(r.experiment, ": ".join(filter(None, [r.cause, r.failure])) or r.state, r.log_tail) for r in rows
+            if r.log_tail or r.state in (KernelState.ERROR, KernelState.CANCEL_ACKNOWLEDGED)]
 
