@@ -1,4 +1,4 @@
-"""The workspace: the folder holding experiments/, templates/, results/ and build/."""
+"""The workspace: the folder holding experiments/, models/, templates/, results/ and build/."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class Workspace:
         return self.root / "templates"
 
     @property
+    def models(self) -> Path:
+        """A workspace's own models, models/NAME.py, each defining build(in_channels, image_size, num_classes, **args)."""
+        return self.root / "models"
+
+    @property
     def results(self) -> Path:
         return self.root / "results"
 
@@ -45,7 +50,7 @@ class Workspace:
         return self.build / name
 
     def store(self) -> ExperimentStore:
-        return ExperimentStore(self.experiments)
+        return ExperimentStore(self.experiments, self.models)
 
 
 def find_workspace(start: Path | None = None) -> Workspace:

@@ -59,7 +59,7 @@ def test_inheritance_merges_sections_and_settings_are_frozen(workspace):
 @pytest.mark.parametrize("text, expected", [
     ("[model\nname = 1", "malformed TOML"),
     ('extends = "tiny"\n[training]\nlrr = 0.1\n', "training.lrr: unknown key"),
-    ('extends = "tiny"\n[model]\nname = "resnet99"\n', "model.name: Input should be"),
+    ('extends = "tiny"\n[model]\nname = "resnet99"\n', "model.name: no model 'resnet99'"),
     ('extends = "tiny"\n[training]\nlr = -0.1\n', "training.lr: Input should be greater than 0"),
     ('extends = "tiny"\n[training]\nepochs = "150"\n', "training.epochs: Input should be a valid integer"),
     ('extends = "nope"\n', "extends: no base named 'nope'"),

@@ -34,15 +34,19 @@ from .contract import (
 )
 from .data import input_root, load_data
 from .engine import ENGINES
+from .models import workspace_model_hash
 from .pack import run_pack
 
 RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
 
 
-def resume_key(settings: dict[str, Any]) -> str:
+def resume_key(settings: dict[str, Any], model_hash: str = "") -> str:
     """What must match for a checkpoint to be resumed: everything that shapes training except its length
-    (so raising training.epochs continues a finished run) and the Kaggle and report sections."""
+    (so raising training.epochs continues a finished run) and the Kaggle and report sections; and the
+    workspace model file's content (`model_hash`), when the network is one."""
     s = json.loads(json.dumps(settings))
+    if model_hash:
+        s["model_file"] = model_hash
     for key in ("epochs", "time_budget_minutes", "device"):
         s["training"].pop(key, None)
     for section in ("kaggle", "report", "name", "description"):
@@ -74,7 +78,7 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
         state = load_checkpoint(own)
         if state.get("resume_key") != key:
             raise RuntimeError(
-                f"{own}: written by different settings (resume key {state.get('resume_key')} != {key}); "
+                f"{own}: written by different settings or model file (resume key {state.get('resume_key')} != {key}); "
                 "move the folder aside to start over"
             )
         return state, own
@@ -118,7 +122,7 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         summary.update(params=engine.param_count(), device=engine.device, precision=engine.precision)
         log(f"{name}: {summary['engine']} engine, {data.name} ({len(data.train_y)} train / {len(data.test_y)} test), "
             f"{summary['params']:,} parameters, {engine.device}, {engine.precision}")
-        key = resume_key(settings)
+        key = resume_key(settings, workspace_model_hash(settings["model"]["name"]))
         history: list[dict[str, Any]] = []
         best = {"acc": -1.0, "epoch": 0}
         previous_seconds = 0.0
