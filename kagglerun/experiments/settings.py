@@ -31,7 +31,7 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     """The network: architecture, normalisation and regularisation."""
 
-    name: str = Field(pattern=MODEL_NAME_PATTERN, description=(
+    name: str = Field(pattern=MODEL_NAME_PATTERN, json_schema_extra={"allowed": "NAME or torchvision:NAME"}, description=(
         "the network: a workspace model (models/NAME.py, wins over a built-in of that name), "
         "'torchvision:NAME' (any torchvision classifier) or a built-in: " + ", ".join(BUILTIN_MODELS)))
     args: dict[str, Any] = Field(default_factory=dict, description=(

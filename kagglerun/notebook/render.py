@@ -126,6 +126,7 @@ def notebook(env: jinja2.Environment, kernel: Kernel) -> nbformat.NotebookNode:
     context = {"name": s.name, "title": s.title, "description": s.description, "settings": settings,
                "rows": _rows("", settings), "settings_hash": s.hash, "core_hash": engine_hash,
                "version": __version__, "modules": [m.origin for m in kernel_payload(kernel.engine, models)],
+               "workspace_models": [f"models/{name}.py" for name in sorted(models)],
                "pack": [{"name": m.name, "description": m.description, "settings": m.as_dict(), "settings_hash": m.hash}
                         for m in pack]}
     cells = [nbformat.v4.new_markdown_cell(render_template(env, "header.md.j2", context, s.name))]
