@@ -240,3 +240,31 @@ def test_both_members_of_a_pack_train_their_workspace_models(workspace, tmp_path
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["state"] == "complete" and summary["params"] == PARAMS(hidden)
     assert (out / "kagglerun_payload" / "models" / "widenet.py").read_text() == MODEL.replace("tiny", "wide")
+
+
+@pytest.mark.slow
+def test_a_pack_of_workspace_models_through_the_emulator_and_a_model_edit_pushes_it_again(tmp_path, monkeypatch):
+    from helpers import client_env, make_workspace, start_emulator
+
+    from kagglerun.workspace import Workspace
+
+    ws = Workspace(make_workspace(tmp_path / "ws", {}))
+    own(ws, name="own_a", model="tinynet", hidden=4)
+    own(ws, name="own_b", model="widenet", hidden=6, source=MODEL.replace("tiny", "wide"))
+    emulator = start_emulator(tmp_path / "emu", workers=1, gpu_session_cap=2)
+    try:
+        client_env(monkeypatch, tmp_path / "home", emulator.url)
+        monkeypatch.chdir(ws.root)
+        for args in (["push", "--pack", "own_a,own_b"], ["status", "--watch", "--interval", "0.5"], ["pull", "--all"]):
+            result = CliRunner().invoke(main, args, catch_exceptions=False)
+            assert result.exit_code == 0, (args, result.output)
+        for name, hidden in (("own_a", 4), ("own_b", 6)):
+            summary = json.loads((ws.result_dir(name) / "summary.json").read_text())
+            assert summary["state"] == "complete" and summary["params"] == PARAMS(hidden), name
+        result = CliRunner().invoke(main, ["push", "--pack", "own_a,own_b", "--dry-run"])
+        assert result.exit_code == 0 and "would" not in result.output, result.output  # unchanged: skipped
+        (ws.models / "widenet.py").write_text(MODEL.replace("tiny", "wide") + "# edited\n")
+        result = CliRunner().invoke(main, ["push", "--pack", "own_a,own_b", "--dry-run"])
+        assert result.exit_code == 0 and "would push" in result.output and "code changed" in result.output, result.output
+    finally:
+        emulator.stop()
