@@ -103,7 +103,8 @@ def _payload_cells(engine: str, engine_hash: str, models: dict[str, str]) -> lis
     cells = [nbformat.v4.new_code_cell(
         f"# kagglerun's training core (core {engine_hash}) follows as the package {PAYLOAD_PACKAGE}/, one file per\n"
         "# cell, written beside this run's outputs so that the code that made a result is kept with it.\n"
-        "import os, sys\n"
+        "import os, shutil, sys\n"
+        f"shutil.rmtree({PAYLOAD_PACKAGE!r}, ignore_errors=True)  # a fresh copy: no file of an earlier notebook stays\n"
         f"for folder in ({folders},):\n"
         "    os.makedirs(folder, exist_ok=True)\n"
         "sys.dont_write_bytecode = True  # no __pycache__ among the outputs")]
