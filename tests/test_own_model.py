@@ -268,3 +268,71 @@ def test_a_pack_of_workspace_models_through_the_emulator_and_a_model_edit_pushes
         assert result.exit_code == 0 and "would push" in result.output and "code changed" in result.output, result.output
     finally:
         emulator.stop()
+
+
+# --- issue 13's first "done when": a new user's own study, from `kagglerun init` ----------------------------
+
+STUDY = """\
+description = "my own CNN on my own images"
+
+[model]
+name = "stripes_cnn"
+args = { channels = 8 }
+
+[data]
+dataset = "imagefolder"
+path = "stripes"
+image_size = 16
+test_split = 0.25
+val_split = 0.2
+augment = false
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+
+[training]
+optimizer = "adamw"
+weight_decay = 0.01
+lr = 3e-3
+lr_schedule = "cosine"
+warmup_epochs = 1
+label_smoothing = 0.1
+grad_clip_norm = 1.0
+epochs = 4
+batch_size = 16
+device = "cpu"
+"""
+
+STRIPES_CNN = '''\
+"""A user's own network for 3-channel images of any size."""
+from torch import nn
+
+
+def build(in_channels, image_size, num_classes, channels=8):
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(channels * (image_size // 2) ** 2, num_classes))
+'''
+
+
+@pytest.mark.slow
+def test_a_new_users_own_model_on_own_images_trains_with_run_and_the_summary_gives_the_val_chosen_epoch(
+        tmp_path, monkeypatch):
+    from test_own_data_run import write_stripes
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KAGGLERUN_WORKSPACE", raising=False)
+    monkeypatch.delenv("KAGGLERUN_DATA", raising=False)
+    assert CliRunner().invoke(main, ["init"]).exit_code == 0
+    (tmp_path / "models" / "stripes_cnn.py").write_text(STRIPES_CNN)
+    (tmp_path / "experiments" / "study.toml").write_text(STUDY)
+    write_stripes(tmp_path / "data" / "stripes")  # PNGs in ImageFolder layout, one folder per class
+    result = CliRunner().invoke(main, ["run", "study"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "results" / "study"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "complete" and summary["selection"] == "val" and summary["num_classes"] == 3
+    assert summary["params"] == 3 * 8 * 9 + 8 + 2 * 8 + 8 * 64 * 3 + 3  # the user's network, built for 3 classes
+    history = read_history(out / "history.csv")
+    assert summary["best_epoch"] == max(history, key=lambda r: (r["val_acc"], -r["epoch"]))["epoch"]
+    assert summary["test_acc_at_best"] == history[summary["best_epoch"] - 1]["test_acc"]
+    assert summary["test_acc_at_best"] >= 80.0, summary  # chance is 33 %
+    assert (out / "kagglerun_payload" / "models" / "stripes_cnn.py").read_text() == STRIPES_CNN

@@ -48,7 +48,18 @@ class ModelSettings(_Section):
 class DataSettings(_Section):
     """The data set, its augmentation and its normalisation."""
 
-    dataset: Literal["cifar10", "mnist", "digits", "synthetic"] = _d("the data set")
+    # Official files (attached input, data folder, or a download with internet), or a user's own:
+    # "imagefolder" (data.path: one sub-folder per class) and "csv" (data.path: a pixel table).
+    dataset: Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "kmnist", "svhn", "digits", "synthetic",
+                     "imagefolder", "csv"] = _d("the data set: official files, your own (imagefolder, csv) or generated")
+    path: str | None = _d("imagefolder / csv: a folder or file; relative ones are looked up in inputs and data",
+                          default=None)
+    label_column: str = _d("csv: the column holding the class", default="label")
+    image_shape: tuple[int, int, int] | None = _d("csv: [C, H, W] of the pixel columns", default=None)
+    image_size: int | None = _d("resize every image to image_size x image_size", default=None, ge=4, le=1024)
+    test_split: float = _d("imagefolder / csv without a test set: stratified holdout", default=0.2, gt=0.0, lt=1.0)
+    val_split: float = _d("stratified fraction of train held out for validation (chooses the best epoch)",
+                          default=0.0, ge=0.0, lt=1.0)
     synthetic_like: Literal["cifar10", "mnist"] = _d("shape of the synthetic tensors", default="cifar10")
     synthetic_train: int = _d("synthetic training images", default=2048, ge=1)
     synthetic_test: int = _d("synthetic test images", default=512, ge=1)
@@ -81,18 +92,26 @@ class DataSettings(_Section):
 class TrainingSettings(_Section):
     """Optimisation: optimizer, schedule, length, precision and where it runs."""
 
-    optimizer: Literal["adam", "sgd"] = _d("the optimizer", default="adam")
-    lr: float = _d("learning rate", default=3e-4, gt=0.0, le=10.0)
-    weight_decay: float = _d("L2 weight decay", default=0.0, ge=0.0, le=1.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = _d("the optimizer", default="adam")
+    lr: float = _d("learning rate (onecycle: its peak)", default=3e-4, gt=0.0, le=10.0)
+    weight_decay: float = _d("weight decay (L2 for adam and sgd, decoupled for adamw)", default=0.0, ge=0.0, le=1.0)
     momentum: float = _d("SGD only: momentum", default=0.9, ge=0.0, lt=1.0)
-    betas: tuple[float, float] = _d("Adam only: beta1, beta2", default=(0.9, 0.999))
-    lr_schedule: Literal["none", "cosine", "step"] = _d("learning-rate schedule, stepped once per epoch",
-                                                         default="none")
+    nesterov: bool = _d("SGD only: Nesterov momentum", default=False)
+    betas: tuple[float, float] = _d("Adam and AdamW only: beta1, beta2", default=(0.9, 0.999))
+    # cosine: CosineAnnealingLR per epoch, or with warmup_epochs a linear warmup then cosine, per step;
+    # onecycle: OneCycleLR per step up to lr (its warm phase warmup_epochs long, else 30 % of the run)
+    lr_schedule: Literal["none", "cosine", "step", "onecycle"] = _d(
+        "learning-rate schedule: cosine (with warmup_epochs: linear warmup, per step), step, onecycle", default="none")
+    warmup_epochs: float = _d("cosine and onecycle only: epochs of linear warmup", default=0.0, ge=0.0)
     step_size: int = _d("epochs between decays (lr_schedule = 'step')", default=30, ge=1)
     gamma: float = _d("decay factor (lr_schedule = 'step')", default=0.1, gt=0.0, le=1.0)
     epochs: int = _d("epochs to train (raising it continues a finished run)", ge=1, le=10_000)
     batch_size: int = _d("training batch size", default=64, ge=1, le=65_536)
-    seed: int = _d("seeds weights, shuffling and augmentation", default=0, ge=0)
+    label_smoothing: float = _d("of the training loss (test loss stays plain)", default=0.0, ge=0.0, lt=1.0)
+    grad_clip_norm: float | None = _d("clip the global gradient norm to this", default=None, gt=0.0)
+    early_stopping_patience: int | None = _d("epochs without a better val acc before stopping (needs val_split)",
+                                             default=None, ge=1)
+    seed: int = _d("seeds weights, shuffling, augmentation and the splits", default=0, ge=0)
     device: Literal["auto", "cuda", "cpu"] = _d("where to train; auto: a GPU when there is one", default="auto")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = _d("auto: fp16 on T4, bf16 on Ampere+, fp32 on a CPU",
                                                             default="auto")
@@ -205,12 +224,43 @@ def _problem(err: Any) -> str:
             key = named[1] if key == "(top level)" else f"{key}.{named[1]}"
             msg = named[2]
     return f"{key}: {msg}"
+def combination_problems(s: Settings) -> list[tuple[str, str]]:
+    """Keys whose value is valid alone but not with the others: (dotted key, what is wrong), in file order."""
+    d, t = s.data, s.training
+    problems: list[tuple[str, str]] = []
+    if d.dataset in ("imagefolder", "csv") and not d.path:
+        problems.append(("data.path", f"dataset {d.dataset!r} needs data.path (a folder or file of your data)"))
+    if d.dataset == "csv" and d.image_shape is None:
+        problems.append(("data.image_shape", "dataset 'csv' needs data.image_shape = [C, H, W]"))
+    if d.image_shape is not None and min(d.image_shape) < 1:
+        problems.append(("data.image_shape", f"every dimension must be at least 1, got {list(d.image_shape)}"))
+    if t.nesterov and (t.optimizer != "sgd" or t.momentum <= 0):
+        problems.append(("training.nesterov", "needs optimizer = 'sgd' and momentum > 0"))
+    if t.warmup_epochs and t.lr_schedule not in ("cosine", "onecycle"):
+        problems.append(("training.warmup_epochs", f"only with lr_schedule 'cosine' or 'onecycle', not {t.lr_schedule!r}"))
+    if t.warmup_epochs >= t.epochs:
+        problems.append(("training.warmup_epochs", f"must be less than training.epochs ({t.epochs})"))
+    if t.early_stopping_patience is not None and not d.val_split:
+        problems.append(("training.early_stopping_patience", "needs data.val_split > 0 (it watches validation accuracy)"))
+    if s.engine == "scratch":
+        lacking = {"training.optimizer": t.optimizer == "adamw", "training.nesterov": t.nesterov,
+                   "training.lr_schedule": t.lr_schedule == "onecycle", "training.warmup_epochs": bool(t.warmup_epochs),
+                   "training.label_smoothing": bool(t.label_smoothing), "training.grad_clip_norm": t.grad_clip_norm is not None}
+        for key, used in lacking.items():
+            if used:
+                value = getattr(t, key.split(".")[1])
+                problems.append((key, f"{value!r} is not available with engine = 'scratch' (use engine = 'torch')"))
+    return problems
 
 
 def validate_settings(data: dict[str, Any], source: str) -> Settings:
     """Validated settings, or an ExperimentError listing every problem of `source`, one line each."""
     try:
         # JSON mode keeps strict typing (no "150" for 150) while accepting arrays as tuples and ints as floats.
-        return Settings.model_validate_json(json.dumps(data, default=str))
+        settings = Settings.model_validate_json(json.dumps(data, default=str))
     except ValidationError as e:
         raise ExperimentError("\n".join(f"{source}: {_problem(err)}" for err in e.errors())) from None
+    problems = combination_problems(settings)
+    if problems:
+        raise ExperimentError("\n".join(f"{source}: {key}: {msg}" for key, msg in problems))
+    return settings

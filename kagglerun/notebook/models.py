@@ -17,26 +17,22 @@ from ..experiments import Settings
 from ..experiments.models import ModelRef
 from ..experiments.store import ExperimentStore
 
-# (channels, size, classes) of the data sets whose shape is known without reading them; the others are
-# checked with a plausible stand-in (the run itself checks the real shape again before training)
-NATIVE_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "svhn": (3, 32, 10), "mnist": (1, 28, 10),
-                 "fashion_mnist": (1, 28, 10), "kmnist": (1, 28, 10), "digits": (1, 28, 10)}
-STAND_IN_SHAPE = (3, 32, 10)
+STAND_IN_SHAPE = (3, 32, 10)  # where only the data's files can tell (imagefolder, csv)
 
 
 def dummy_shape(s: Settings) -> tuple[int, int, int]:
-    """(channels, image size, classes) the check builds the model for: the data set's, resized to
-    `data.image_size` where that is set."""
-    d = s.data
-    if d.dataset == "synthetic":
-        c, size, k = (3, 32, 10) if d.synthetic_like == "cifar10" else (1, 28, 10)
-    else:
-        c, size, k = NATIVE_SHAPES.get(d.dataset, STAND_IN_SHAPE)
-        shape = getattr(d, "image_shape", None)  # a pixel table's [C, H, W]
-        if shape:
-            c, size = int(shape[0]), int(shape[-1])
-    size = getattr(d, "image_size", None) or size
-    return c, int(size), k
+    """(channels, image size, classes) the check builds the model for: the data set's (resized to
+    `data.image_size`), or a plausible stand-in where only its files can tell; the run itself builds the
+    model for the real data again, with the same checks, before training."""
+    from ..core.data import expected_shape
+
+    shape = expected_shape(s.as_dict())
+    if shape is not None:
+        return shape
+    c, size, k = STAND_IN_SHAPE
+    if s.data.image_shape:  # a pixel table's [C, H, W]
+        c, size = s.data.image_shape[0], s.data.image_shape[-1]
+    return c, s.data.image_size or size, k
 
 
 def load_model_file(path: Path) -> ModuleType:
