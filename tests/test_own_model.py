@@ -336,3 +336,30 @@ def test_a_new_users_own_model_on_own_images_trains_with_run_and_the_summary_giv
     assert summary["test_acc_at_best"] == history[summary["best_epoch"] - 1]["test_acc"]
     assert summary["test_acc_at_best"] >= 80.0, summary  # chance is 33 %
     assert (out / "kagglerun_payload" / "models" / "stripes_cnn.py").read_text() == STRIPES_CNN
+
+
+@pytest.mark.slow
+def test_the_same_study_through_the_emulator_trains_the_users_model_to_a_real_accuracy(tmp_path, monkeypatch):
+    from helpers import client_env, start_emulator
+    from test_own_data_run import write_stripes
+
+    root = tmp_path / "study"
+    assert CliRunner().invoke(main, ["init", str(root)]).exit_code == 0
+    (root / "models" / "stripes_cnn.py").write_text(STRIPES_CNN)
+    (root / "experiments" / "study.toml").write_text(STUDY.replace("epochs = 4", "epochs = 3"))
+    data = tmp_path / "data"
+    write_stripes(data / "stripes")
+    emulator = start_emulator(tmp_path / "emu", workers=1, data_dir=data)
+    try:
+        client_env(monkeypatch, tmp_path / "home", emulator.url)
+        monkeypatch.chdir(root)
+        for args in (["push", "study", "--wait", "--poll", "0.5"], ["pull", "study"]):
+            result = CliRunner().invoke(main, args, catch_exceptions=False)
+            assert result.exit_code == 0, (args, result.output)
+    finally:
+        emulator.stop()
+    summary = json.loads((root / "results" / "study" / "summary.json").read_text())
+    assert summary["state"] == "complete" and summary["selection"] == "val" and summary["num_classes"] == 3
+    assert summary["params"] == 3 * 8 * 9 + 8 + 2 * 8 + 8 * 64 * 3 + 3
+    history = read_history(root / "results" / "study" / "history.csv")
+    assert summary["test_acc_at_best"] == history[summary["best_epoch"] - 1]["test_acc"] >= 60.0, summary
