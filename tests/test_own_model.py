@@ -363,3 +363,27 @@ def test_the_same_study_through_the_emulator_trains_the_users_model_to_a_real_ac
     assert summary["params"] == 3 * 8 * 9 + 8 + 2 * 8 + 8 * 64 * 3 + 3
     history = read_history(root / "results" / "study" / "history.csv")
     assert summary["test_acc_at_best"] == history[summary["best_epoch"] - 1]["test_acc"] >= 60.0, summary
+
+
+@pytest.mark.slow
+def test_run_with_pretrained_resnet18_uses_the_attached_weight_file_and_without_one_fails_in_one_line(
+        workspace, tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache: the inputs are all there is
+    write_experiment(workspace, "pre", 'extends = "tiny"\n[model]\nname = "torchvision:resnet18"\npretrained = true\n'
+                                       '[data]\ntrain_limit = 128\ntest_limit = 64\n[training]\nepochs = 1\n'
+                                       'device = "cpu"\n')
+    result = CliRunner().invoke(main, ["run", "pre"])
+    assert result.exit_code == 1
+    line = " ".join(result.output.split())  # the console wraps
+    assert "ModelError: model.pretrained: no weight file resnet18-f37072fd.pth" in line
+    assert str(workspace.root / "input") in line and "kaggle.model_sources" in line
+    attached = workspace.root / "input" / "resnet18-weights" / "resnet18-f37072fd.pth"
+    attached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), attached)  # a randomly initialised one will do
+    result = CliRunner().invoke(main, ["run", "pre", "--fresh"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workspace.result_dir("pre") / "summary.json").read_text())
+    grey_in_ten_out = 11_689_512 - 3 * 64 * 49 + 64 * 49 - 513 * 1000 + 513 * 10  # torchvision's resnet18, adapted
+    assert summary["state"] == "complete" and summary["params"] == grey_in_ten_out
