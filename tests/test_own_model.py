@@ -176,6 +176,16 @@ def test_torchvision_models_are_adapted_to_channels_and_classes_and_take_model_a
         render_experiments(workspace, ["tv_small"])  # too small an image for it: said at render
 
 
+def test_push_warns_of_pretrained_weights_a_kernel_could_not_reach(workspace):
+    base = 'extends = "tiny"\n[model]\nname = "torchvision:resnet18"\npretrained = true\n'
+    write_experiment(workspace, "pre", base)
+    write_experiment(workspace, "pre_attached", base + '[kaggle]\nmodel_sources = ["me/resnet18/pytorch/default/1"]\n')
+    result = CliRunner().invoke(main, ["push", "pre", "pre_attached", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: pre: model.pretrained, but kaggle.internet is false and nothing is attached" in text
+    assert "pre_attached: model.pretrained" not in text
+
 def test_pretrained_weights_are_found_under_the_inputs_and_a_missing_file_says_where_it_looked(tmp_path, monkeypatch):
     import torchvision
 
