@@ -186,6 +186,8 @@ class ResNet(nn.Module):
 
 def workspace_module(name: str) -> ModuleType | None:
     """The workspace model `name` the payload carries (<payload>/models/NAME.py), or None."""
+    if not name.isidentifier():  # torchvision:NAME, never a file
+        return None
     try:
         spec = importlib.util.find_spec(f"{WORKSPACE_PACKAGE}.{name}")
     except ModuleNotFoundError:  # no models/ package: this payload carries no workspace model
