@@ -1,4 +1,4 @@
-"""The workspace: the folder holding experiments/, templates/, results/ and build/."""
+"""The workspace: the folder holding experiments/, models/, templates/, results/ and build/."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ class Workspace:
         return self.root / "templates"
 
     @property
+    def models(self) -> Path:
+        """A workspace's own models, models/NAME.py, each defining build(in_channels, image_size, num_classes, **args)."""
+        return self.root / "models"
+
+    @property
     def results(self) -> Path:
         return self.root / "results"
 
@@ -50,7 +55,7 @@ class Workspace:
         return self.build / name
 
     def store(self) -> ExperimentStore:
-        return ExperimentStore(self.experiments)
+        return ExperimentStore(self.experiments, self.models)
 
     def previous_path(self, name: str, suffix: str = "") -> Path:
         """A new, unused path results/.previous/NAME-<UTC time>[-suffix] (its folder made)."""

@@ -59,7 +59,7 @@ def test_inheritance_merges_sections_and_settings_are_frozen(workspace):
 @pytest.mark.parametrize("text, expected", [
     ("[model\nname = 1", "malformed TOML"),
     ('extends = "tiny"\n[training]\nlrr = 0.1\n', "training.lrr: unknown key"),
-    ('extends = "tiny"\n[model]\nname = "resnet99"\n', "model.name: Input should be"),
+    ('extends = "tiny"\n[model]\nname = "resnet99"\n', "model.name: no model 'resnet99'"),
     ('extends = "tiny"\n[training]\nlr = -0.1\n', "training.lr: Input should be greater than 0"),
     ('extends = "tiny"\n[training]\nepochs = "150"\n', "training.epochs: Input should be a valid integer"),
     ('extends = "nope"\n', "extends: no base named 'nope'"),
@@ -126,3 +126,14 @@ def test_list_and_status_fit_an_80_column_terminal_without_cutting_names(workspa
         assert max(len(line) for line in text.splitlines()) <= width
         header = next(line for line in text.splitlines() if "experiment" in line)
         assert ("kernel" in header) == kernel_shown and "bsln_3" in text and "RuntimeError" in text
+
+
+def test_the_linear_only_settings_use_the_seed_codes_dropout_rate():
+    store = Workspace(REPO).store()
+    for name in ("bsln_3", "bsln_5", "bsln_6", "mnist_bsln", "scratch_mnist_bsln"):
+        s = store.load(name)
+        assert (s.model.dropout, s.model.linear_dropout) == ("linear", 0.3), name
+    for name in ("bsln_1", "bsln_2"):
+        s = store.load(name)
+        assert (s.model.dropout, s.model.conv_dropout, s.model.linear_dropout) == ("all", 0.3, 0.5), name
+    assert "Where the seed's report and code disagree" in (REPO / "README.md").read_text()

@@ -29,7 +29,7 @@ DECISIONS = [
     (Record("ann/other-kernel", [version(1)]), False, PlanAction.PUSH, "never pushed", None),
     (Record(KERNEL, [version(1)]), True, PlanAction.PUSH, "--force", None),
     (Record(KERNEL, [version(1, settings="x" * 16)]), False, PlanAction.PUSH, "settings changed since v1", None),
-    (Record(KERNEL, [version(1, core="x" * 16)]), False, PlanAction.PUSH, "training core changed since v1", None),
+    (Record(KERNEL, [version(1, core="x" * 16)]), False, PlanAction.PUSH, "code changed since v1 (the training core or a models/ file)", None),
     (Record(KERNEL, [version(1, state="running", run_state="")]), False, PlanAction.SKIP, "v1 is running", None),
     (Record(KERNEL, [version(1)]), False, PlanAction.SKIP, "unchanged since v1 (complete)", 1),
     (Record(KERNEL, [version(1, checkpoint=False)]), False, PlanAction.SKIP, "unchanged since v1", None),

@@ -1,14 +1,38 @@
-"""`kagglerun list`, `show` and `render`: the experiments of a workspace and their notebooks."""
+"""`kagglerun init`, `keys`, `list`, `show` and `render`: a new workspace, the settings keys, the experiments
+of a workspace and their notebooks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from ..experiments.keys import sections, settings_keys
 from ..experiments.show import resolved_settings_toml
+from ..experiments.starter import init_workspace
 from ..notebook.packs import select_runs
 from ..notebook.render import render_experiments
 from .app import console, experiment_args, main, pack_options, workspace
-from .views import experiments_table, text
+from .views import experiments_table, keys_table, text
+
+
+@main.command()
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Make a new workspace in FOLDER (default: here): experiments/ with a base file and an example,
+    models/ with an example model, and a .gitignore. Then: kagglerun run example --epochs 1."""
+    for path in init_workspace(folder):
+        console.print(text(f"wrote {path}"))
+    where = "" if folder == Path(".") else f"cd {folder} && "
+    console.print(text(f"next: {where}kagglerun run example --epochs 1"))
+
+
+@main.command()
+@click.argument("section", required=False, type=click.Choice(sections()))
+def keys(section: str | None) -> None:
+    """Every settings key (or one SECTION's: top, model, data, …) with its type, default, allowed values
+    and meaning, from the settings model itself."""
+    console.print(keys_table(settings_keys(section)))
 
 
 @main.command("list")

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ExperimentError
+from ..experiments.keys import Key
 from ..progress import EpochProgress, Observer, PullResult, StatusRow
 from ..report import Report
 from ..report.pool import UNGROUPED
@@ -40,6 +41,16 @@ def text(value: Any, style: str = "") -> Text:
 
 
 # --- experiments --------------------------------------------------------------------------------------
+
+def keys_table(keys: list[Key]) -> Table:
+    """`kagglerun keys`: one row per settings key."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column, style in (("key", "bold"), ("type", ""), ("default", ""), ("allowed", ""), ("meaning", "")):
+        table.add_column(column, style=style, overflow="fold", no_wrap=column == "key")
+    for k in keys:
+        table.add_row(text(k.key), text(k.type), text(k.default), text(k.allowed), text(k.meaning))
+    return table
+
 
 def experiments_table(ws: Workspace) -> Group:
     """One table per report group, one row per experiment with its key settings; an invalid file shows its error."""

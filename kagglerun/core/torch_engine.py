@@ -91,7 +91,8 @@ class TorchEngine:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.memory_format = torch.channels_last if (t["channels_last"] and dev.type == "cuda") else torch.contiguous_format
-        self.model = build_model(settings["model"], data.channels, data.size, data.num_classes)
+        self.model = build_model(settings["model"], data.channels, data.size, data.num_classes,
+                                 internet=settings["kaggle"]["internet"])
         self.model = self.model.to(device=dev, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.params = count_params(self.model)
         self.forward = torch.compile(self.model) if t["compile"] else self.model

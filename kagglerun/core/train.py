@@ -34,15 +34,19 @@ from .contract import (
 )
 from .data import input_root, load_data
 from .engine import ENGINES
+from .models import workspace_model_hash
 from .pack import run_pack
 
 RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
 
 
-def resume_key(settings: dict[str, Any]) -> str:
+def resume_key(settings: dict[str, Any], model_hash: str = "") -> str:
     """What must match for a checkpoint to be resumed: everything that shapes training except its length
-    (so raising training.epochs continues a finished run) and the Kaggle and report sections."""
+    (so raising training.epochs continues a finished run) and the Kaggle and report sections; and the
+    workspace model file's content (`model_hash`), when the network is one."""
     s = json.loads(json.dumps(settings))
+    if model_hash:
+        s["model_file"] = model_hash
     # OneCycleLR's schedule is fixed by the run's length: a longer run is a new one
     kept = ("epochs",) if s["training"].get("lr_schedule") == "onecycle" else ()
     for key in ("epochs", "time_budget_minutes", "device", "early_stopping_patience"):
@@ -77,7 +81,7 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
         state = load_checkpoint(own)
         if state.get("resume_key") != key:
             raise RuntimeError(
-                f"{own}: written by different settings (resume key {state.get('resume_key')} != {key}); "
+                f"{own}: written by different settings or model file (resume key {state.get('resume_key')} != {key}); "
                 "move the folder aside to start over"
             )
         return state, own
@@ -129,7 +133,7 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
             f"{data.num_classes} classes), {summary['params']:,} parameters, {engine.device}, {engine.precision}")
         on_val = summary["selection"] == "val"
         patience = t.get("early_stopping_patience")
-        key = resume_key(settings)
+        key = resume_key(settings, workspace_model_hash(settings["model"]["name"]))
         history: list[dict[str, Any]] = []
         best = {"acc": -1.0, "epoch": 0}
         previous_seconds = 0.0

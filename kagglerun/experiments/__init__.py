@@ -1,7 +1,8 @@
-"""Experiments: the settings model, the TOML files that hold them, and their resolved text.
+"""Experiments: the settings model, the TOML files that hold them, the models they name (a workspace's
+models/, torchvision's, the built-in ones), their resolved text, the list of keys, and a new workspace.
 
-May import: the standard library, pydantic, `kagglerun.errors`, `kagglerun.workspace` and the payload's
-`core.contract` (for the settings hash the notebook computes too).
+May import: the standard library, pydantic, `kagglerun.errors`, `kagglerun.workspace`, the payload's
+`core.contract` (for the settings hash the notebook computes too) and torchvision (lazily, for its model names).
 """
 
 from .settings import Settings, validate_settings

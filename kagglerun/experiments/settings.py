@@ -1,4 +1,6 @@
-"""The settings model: one typed, frozen object per experiment that rejects unknown keys and wrong types."""
+"""The settings model: one typed, frozen object per experiment that rejects unknown keys and wrong types.
+
+Every key carries its meaning as a Field description: `kagglerun keys` lists them from this model itself."""
 
 from __future__ import annotations
 
@@ -11,6 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..core.contract import settings_hash
 from ..errors import ExperimentError
 
+BUILTIN_MODELS = ("c5l3", "vgg16", "resnet18", "resnet50")
+SCRATCH_MODELS = ("c5l3", "resnet18")  # what the from-scratch engine builds
+TORCHVISION_PREFIX = "torchvision:"
+MODEL_NAME_PATTERN = r"^(torchvision:)?[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _d(text: str, **kw: Any) -> Any:
+    """A Field with its one line of meaning (shorthand for the many fields below)."""
+    return Field(description=text, **kw)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -19,12 +31,18 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     """The network: architecture, normalisation and regularisation."""
 
-    name: Literal["c5l3", "vgg16", "resnet18", "resnet50"]
-    batchnorm: bool = False
-    dropout: Literal["none", "linear", "all"] = "none"  # where dropout layers go
-    conv_dropout: float = Field(0.3, ge=0.0, lt=1.0)  # rate after the conv blocks (dropout = "all")
-    linear_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # rate after hidden linear layers
-    width: float = Field(1.0, gt=0.0, le=4.0)  # multiplies every channel count, for small runs
+    name: str = Field(pattern=MODEL_NAME_PATTERN, json_schema_extra={"allowed": "NAME or torchvision:NAME"}, description=(
+        "the network: a workspace model (models/NAME.py, wins over a built-in of that name), "
+        "'torchvision:NAME' (any torchvision classifier) or a built-in: " + ", ".join(BUILTIN_MODELS)))
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "keyword arguments for a workspace model's build() or torchvision's constructor (a TOML table)"))
+    pretrained: bool = _d("torchvision models: load ImageNet weights (an attached input, else a download)",
+                          default=False)
+    batchnorm: bool = _d("built-in models: BatchNorm after each conv", default=False)
+    dropout: Literal["none", "linear", "all"] = _d("built-in models: where dropout layers go", default="none")
+    conv_dropout: float = _d("rate after the conv blocks (dropout = 'all')", default=0.3, ge=0.0, lt=1.0)
+    linear_dropout: float = _d("rate after hidden linear layers", default=0.5, ge=0.0, lt=1.0)
+    width: float = _d("built-in models: multiplies every channel count, for small runs", default=1.0, gt=0.0, le=4.0)
 
 
 class DataSettings(_Section):
@@ -33,31 +51,34 @@ class DataSettings(_Section):
     # Official files (attached input, data folder, or a download with internet), or a user's own:
     # "imagefolder" (data.path: one sub-folder per class) and "csv" (data.path: a pixel table).
     dataset: Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "kmnist", "svhn", "digits", "synthetic",
-                     "imagefolder", "csv"]
-    path: str | None = None  # imagefolder / csv: a folder or file; relative ones are looked up in inputs and data
-    label_column: str = "label"  # csv: the column holding the class
-    image_shape: tuple[int, int, int] | None = None  # csv: [C, H, W] of the pixel columns
-    image_size: int | None = Field(None, ge=4, le=1024)  # resize every image to image_size x image_size
-    test_split: float = Field(0.2, gt=0.0, lt=1.0)  # imagefolder / csv without a test set: stratified holdout
-    val_split: float = Field(0.0, ge=0.0, lt=1.0)  # stratified fraction of train held out for validation
-    synthetic_like: Literal["cifar10", "mnist"] = "cifar10"  # shape of the synthetic tensors
-    synthetic_train: int = Field(2048, ge=1)
-    synthetic_test: int = Field(512, ge=1)
-    train_limit: int | None = Field(None, ge=1)  # use only the first N training images
-    test_limit: int | None = Field(None, ge=1)
+                     "imagefolder", "csv"] = _d("the data set: official files, your own (imagefolder, csv) or generated")
+    path: str | None = _d("imagefolder / csv: a folder or file; relative ones are looked up in inputs and data",
+                          default=None)
+    label_column: str = _d("csv: the column holding the class", default="label")
+    image_shape: tuple[int, int, int] | None = _d("csv: [C, H, W] of the pixel columns", default=None)
+    image_size: int | None = _d("resize every image to image_size x image_size", default=None, ge=4, le=1024)
+    test_split: float = _d("imagefolder / csv without a test set: stratified holdout", default=0.2, gt=0.0, lt=1.0)
+    val_split: float = _d("stratified fraction of train held out for validation (chooses the best epoch)",
+                          default=0.0, ge=0.0, lt=1.0)
+    synthetic_like: Literal["cifar10", "mnist"] = _d("shape of the synthetic tensors", default="cifar10")
+    synthetic_train: int = _d("synthetic training images", default=2048, ge=1)
+    synthetic_test: int = _d("synthetic test images", default=512, ge=1)
+    train_limit: int | None = _d("use only the first N training images", default=None, ge=1)
+    test_limit: int | None = _d("use only the first N test images", default=None, ge=1)
     # The seed's base augmentation: RandomRotation, RandomHorizontalFlip, RandomAffine(translate).
-    augment: bool = True
-    rotation: float = Field(15.0, ge=0.0, le=180.0)  # degrees
-    hflip: bool = True
-    translate: float = Field(0.1, ge=0.0, lt=0.5)  # fraction of width and height
+    augment: bool = _d("the seed's base augmentation (rotation, flip, shift) on training images", default=True)
+    rotation: float = _d("largest random rotation, in degrees", default=15.0, ge=0.0, le=180.0)
+    hflip: bool = _d("random horizontal flips", default=True)
+    translate: float = _d("largest random shift, as a fraction of width and height", default=0.1, ge=0.0, lt=0.5)
     # The seed's "extra" augmentation: ColorJitter(0.2, 0.2, 0.2, 0.1).
-    color_jitter: bool = False
-    brightness: float = Field(0.2, ge=0.0, le=1.0)
-    contrast: float = Field(0.2, ge=0.0, le=1.0)
-    saturation: float = Field(0.2, ge=0.0, le=1.0)
-    hue: float = Field(0.1, ge=0.0, le=0.5)
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    color_jitter: bool = _d("the seed's extra augmentation: colour jitter", default=False)
+    brightness: float = _d("colour jitter: brightness factor range", default=0.2, ge=0.0, le=1.0)
+    contrast: float = _d("colour jitter: contrast factor range", default=0.2, ge=0.0, le=1.0)
+    saturation: float = _d("colour jitter: saturation factor range", default=0.2, ge=0.0, le=1.0)
+    hue: float = _d("colour jitter: hue shift range", default=0.1, ge=0.0, le=0.5)
+    mean: tuple[float, ...] = _d("per-channel normalisation mean (one value serves every channel)",
+                                 default=(0.5, 0.5, 0.5))
+    std: tuple[float, ...] = _d("per-channel normalisation standard deviation, positive", default=(0.5, 0.5, 0.5))
 
     @model_validator(mode="after")
     def _std_positive(self) -> DataSettings:
@@ -71,72 +92,93 @@ class DataSettings(_Section):
 class TrainingSettings(_Section):
     """Optimisation: optimizer, schedule, length, precision and where it runs."""
 
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(3e-4, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
-    nesterov: bool = False  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW only
+    optimizer: Literal["adam", "adamw", "sgd"] = _d("the optimizer", default="adam")
+    lr: float = _d("learning rate (onecycle: its peak)", default=3e-4, gt=0.0, le=10.0)
+    weight_decay: float = _d("weight decay (L2 for adam and sgd, decoupled for adamw)", default=0.0, ge=0.0, le=1.0)
+    momentum: float = _d("SGD only: momentum", default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = _d("SGD only: Nesterov momentum", default=False)
+    betas: tuple[float, float] = _d("Adam and AdamW only: beta1, beta2", default=(0.9, 0.999))
     # cosine: CosineAnnealingLR per epoch, or with warmup_epochs a linear warmup then cosine, per step;
     # onecycle: OneCycleLR per step up to lr (its warm phase warmup_epochs long, else 30 % of the run)
-    lr_schedule: Literal["none", "cosine", "step", "onecycle"] = "none"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine and onecycle only
-    step_size: int = Field(30, ge=1)  # epochs between decays (lr_schedule = "step")
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-    epochs: int = Field(ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # of the training loss (test loss stays plain)
-    grad_clip_norm: float | None = Field(None, gt=0.0)  # clip the global gradient norm to this
-    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without a better val acc (needs val_split)
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on T4, bf16 on Ampere+
-    channels_last: bool = True
-    compile: bool = False  # torch.compile
-    time_budget_minutes: float = Field(690.0, gt=0.0)  # stop cleanly, with a checkpoint, before Kaggle's 12 h
+    lr_schedule: Literal["none", "cosine", "step", "onecycle"] = _d(
+        "learning-rate schedule: cosine (with warmup_epochs: linear warmup, per step), step, onecycle", default="none")
+    warmup_epochs: float = _d("cosine and onecycle only: epochs of linear warmup", default=0.0, ge=0.0)
+    step_size: int = _d("epochs between decays (lr_schedule = 'step')", default=30, ge=1)
+    gamma: float = _d("decay factor (lr_schedule = 'step')", default=0.1, gt=0.0, le=1.0)
+    epochs: int = _d("epochs to train (raising it continues a finished run)", ge=1, le=10_000)
+    batch_size: int = _d("training batch size", default=64, ge=1, le=65_536)
+    label_smoothing: float = _d("of the training loss (test loss stays plain)", default=0.0, ge=0.0, lt=1.0)
+    grad_clip_norm: float | None = _d("clip the global gradient norm to this", default=None, gt=0.0)
+    early_stopping_patience: int | None = _d("epochs without a better val acc before stopping (needs val_split)",
+                                             default=None, ge=1)
+    seed: int = _d("seeds weights, shuffling, augmentation and the splits", default=0, ge=0)
+    device: Literal["auto", "cuda", "cpu"] = _d("where to train; auto: a GPU when there is one", default="auto")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = _d("auto: fp16 on T4, bf16 on Ampere+, fp32 on a CPU",
+                                                            default="auto")
+    channels_last: bool = _d("channels-last memory format on a GPU", default=True)
+    compile: bool = _d("torch.compile the model", default=False)
+    time_budget_minutes: float = _d("stop cleanly, with a checkpoint, before Kaggle's 12 h", default=690.0, gt=0.0)
 
 
 class KaggleSettings(_Section):
     """How the kernel is pushed to Kaggle."""
 
-    slug: str | None = None  # defaults to "kagglerun-<experiment>" with '_' as '-'
-    title: str | None = None  # defaults to the slug with '-' as ' '; must slugify to the slug
-    owner: str | None = None  # Kaggle user; defaults to the credentials' username
-    gpu: bool = True
-    machine_shape: str = "NvidiaTeslaT4"
-    internet: bool = False
-    dataset_sources: tuple[str, ...] = ()
-    kernel_sources: tuple[str, ...] = ()
-    competition_sources: tuple[str, ...] = ()
-    private: bool = True
+    slug: str | None = _d("defaults to 'kagglerun-<experiment>' with '_' as '-'", default=None)
+    title: str | None = _d("defaults to the slug with '-' as ' '; must slugify to the slug", default=None)
+    owner: str | None = _d("Kaggle user; defaults to the credentials' username", default=None)
+    gpu: bool = _d("run on a GPU", default=True)
+    machine_shape: str = _d("Kaggle's machine, e.g. NvidiaTeslaT4 (T4 x2 for packs)", default="NvidiaTeslaT4")
+    internet: bool = _d("the kernel may download (data sets, pretrained weights)", default=False)
+    dataset_sources: tuple[str, ...] = _d("Kaggle data sets attached as inputs, 'owner/slug'", default=())
+    kernel_sources: tuple[str, ...] = _d("other kernels' outputs attached as inputs, 'owner/slug'", default=())
+    competition_sources: tuple[str, ...] = _d("competitions attached as inputs, by slug", default=())
+    model_sources: tuple[str, ...] = _d(
+        "Kaggle models attached as inputs (e.g. pretrained weights), 'owner/model/framework/instance/version'",
+        default=())
+    private: bool = _d("the kernel is private", default=True)
 
     @model_validator(mode="after")
     def _slug_shape(self) -> KaggleSettings:
         if self.slug is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{3,48}[a-z0-9]", self.slug):
             raise ValueError("slug must be 5-50 characters of a-z, 0-9 and '-'")
+        bad = [m for m in self.model_sources if m.count("/") != 4 or not all(m.split("/"))]
+        if bad:
+            raise ValueError(f"model_sources: {bad[0]!r} is not 'owner/model/framework/instance/version'")
         return self
 
 
 class ReportSettings(_Section):
     """Where the experiment appears in the comparison report."""
 
-    group: str = ""  # experiments with the same group share a table and an overlay plot
-    also: tuple[str, ...] = ()  # further groups whose tables show this experiment too
-    label: str = ""  # the column title in the group's table (defaults to the experiment name)
-    order: int = 0  # column order inside the group
+    group: str = _d("experiments with the same group share a table and an overlay plot", default="")
+    also: tuple[str, ...] = _d("further groups whose tables show this experiment too", default=())
+    label: str = _d("the column title in the group's table (defaults to the experiment name)", default="")
+    order: int = _d("column order inside the group", default=0)
 
 
 class Settings(_Section):
     """One experiment, fully resolved (after `extends`)."""
 
-    name: str
-    description: str = ""
-    engine: Literal["torch", "scratch"] = "torch"
+    name: str = _d("the experiment: its file name")
+    description: str = _d("one line on what the experiment tries", default="")
+    engine: Literal["torch", "scratch"] = _d("torch: the PyTorch core; scratch: the from-scratch NumPy engine",
+                                             default="torch")
     model: ModelSettings
     data: DataSettings
     training: TrainingSettings
     kaggle: KaggleSettings = KaggleSettings()
     report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="after")
+    def _model_fits(self) -> Settings:
+        m = self.model
+        torchvision = m.name.startswith(TORCHVISION_PREFIX)
+        if m.pretrained and not torchvision:
+            raise ValueError("model.pretrained: only torchvision models ('torchvision:NAME') come with pretrained weights")
+        if self.engine == "scratch" and (torchvision or m.pretrained):
+            raise ValueError(f"engine: the scratch engine builds only its own {' and '.join(SCRATCH_MODELS)}, "
+                             f"not {m.name!r}{' (pretrained)' if m.pretrained else ''}; use engine = 'torch'")
+        return self
 
     @property
     def slug(self) -> str:
@@ -163,6 +205,25 @@ class Settings(_Section):
         return validate_settings(data, f"overrides for {self.name}")
 
 
+def _problem(err: Any) -> str:
+    """One validation error as 'dotted.key: what is wrong'."""
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    elif err["type"] == "string_pattern_mismatch":
+        msg = f"{err.get('input')!r} is not a model name (NAME, torchvision:NAME)"
+    elif err["type"] == "value_error":  # a model validator's message may start with the key it is about
+        msg = msg.removeprefix("Value error, ")
+        named = re.match(r"([a-z_]+(?:\.[a-z_]+)*): (.*)", msg, re.S)
+        if named:
+            key = named[1] if key == "(top level)" else f"{key}.{named[1]}"
+            msg = named[2]
+    return f"{key}: {msg}"
 def combination_problems(s: Settings) -> list[tuple[str, str]]:
     """Keys whose value is valid alone but not with the others: (dotted key, what is wrong), in file order."""
     d, t = s.data, s.training
@@ -193,24 +254,13 @@ def combination_problems(s: Settings) -> list[tuple[str, str]]:
 
 
 def validate_settings(data: dict[str, Any], source: str) -> Settings:
+    """Validated settings, or an ExperimentError listing every problem of `source`, one line each."""
     try:
         # JSON mode keeps strict typing (no "150" for 150) while accepting arrays as tuples and ints as floats.
         settings = Settings.model_validate_json(json.dumps(data, default=str))
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ExperimentError(f"{source}: {key}: {msg}{more}") from None
+        raise ExperimentError("\n".join(f"{source}: {_problem(err)}" for err in e.errors())) from None
     problems = combination_problems(settings)
     if problems:
-        key, msg = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ExperimentError(f"{source}: {key}: {msg}{more}")
+        raise ExperimentError("\n".join(f"{source}: {key}: {msg}" for key, msg in problems))
     return settings

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .store import ExperimentStore
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if value is None:
@@ -17,10 +24,13 @@ def _toml_value(value: Any) -> str:
 
 
 def resolved_settings_toml(store: ExperimentStore, name: str) -> str:
-    """The experiment after inheritance, as TOML (unset optional values shown as comments)."""
+    """The experiment after inheritance, as TOML (unset optional values shown as comments), saying which
+    network `model.name` means (a workspace model wins over a built-in of the same name)."""
     s = store.load(name)
     data = s.as_dict()
-    lines = [f"# {name}: resolved from {store.path(name)}", f"# settings hash {s.hash}", ""]
+    model = store.model(s)
+    lines = [f"# {name}: resolved from {store.path(name)}", f"# settings hash {s.hash}",
+             f"# model.name {s.model.name!r}: {model.describe()}", ""]
     for key in ("description", "engine"):
         lines.append(f"{key} = {_toml_value(data.pop(key))}")
     data.pop("name")

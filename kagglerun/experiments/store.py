@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExperimentError
+from .models import MODELS_DIR, ModelRef, resolve_model
 from .settings import Settings, validate_settings
 
 BASES_DIR = "bases"
@@ -39,10 +40,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 class ExperimentStore:
-    """The experiment files of one workspace (`experiments/*.toml`, bases in `experiments/bases/`)."""
+    """The experiment files of one workspace (`experiments/*.toml`, bases in `experiments/bases/`), and the
+    workspace's own models (`models/`, beside `experiments/`) they may name."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, models_dir: Path | None = None):
         self.directory = Path(directory)
+        self.models_dir = Path(models_dir) if models_dir is not None else self.directory.parent / MODELS_DIR
 
     def names(self) -> list[str]:
         if not self.directory.is_dir():
@@ -97,7 +100,16 @@ class ExperimentStore:
         raw = self._resolve_raw(path)
         if "name" in raw:
             raise ExperimentError(f"{path}: name: unknown key (the name is the file name)")
-        return validate_settings({"name": name, **raw}, str(path))
+        s = validate_settings({"name": name, **raw}, str(path))
+        self.model(s)  # the model it names must exist (render builds it)
+        return s
+
+    def model(self, s: Settings) -> ModelRef:
+        """The network experiment `s` names (a workspace model wins over a built-in of the same name)."""
+        try:
+            return resolve_model(self.models_dir, s)
+        except ValueError as e:
+            raise ExperimentError(f"{self.path(s.name)}: {e}") from None
 
     def select(self, patterns: tuple[str, ...] | list[str], all_: bool = False) -> list[str]:
         """Experiment names matching names or globs; `all_` selects every experiment."""

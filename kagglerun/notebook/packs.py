@@ -40,7 +40,7 @@ def pack_settings(members: list[Settings]) -> Settings:
     kaggle = first.kaggle.model_copy(update={
         "slug": None, "title": None, "internet": any(m.kaggle.internet for m in members),
         "dataset_sources": joined("dataset_sources"), "kernel_sources": joined("kernel_sources"),
-        "competition_sources": joined("competition_sources")})
+        "competition_sources": joined("competition_sources"), "model_sources": joined("model_sources")})
     names = [m.name for m in members]
     return first.model_copy(update={"name": pack_name(names), "kaggle": kaggle,
                                     "description": "packed: " + ", ".join(names) + " (one GPU each)"})

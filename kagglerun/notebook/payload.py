@@ -4,7 +4,9 @@ A rendered notebook has nothing installed, so it carries the code it runs: one c
 `kagglerun_payload/core/<module>.py` (and `scratch/` for that engine) into the working folder with
 `%%writefile`, exactly as the module is in this repository, relative imports included; a later cell imports
 the package. The code that produced a result is thus kept beside the result, in the kernel's output.
-The payload's hash decides whether "the training core changed" since a version was pushed.
+A workspace's own models that a notebook's experiments name go in as `kagglerun_payload/models/NAME.py`,
+where the core's build_model finds them. The payload's hash, models included, decides whether "the code
+changed" since a version was pushed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # kagglerun/
 PAYLOAD_PACKAGE = "kagglerun_payload"  # its name in a notebook: not `kagglerun`, which a local kernel may have installed
 PAYLOAD_PARTS = {"torch": ("core",), "scratch": ("core", "scratch")}
 ROOT_INIT = '"""kagglerun\'s training core, written by the notebook that runs it (see its cells)."""\n'
+MODELS_INIT = '"""The workspace\'s own models this notebook trains, each file as it is in the workspace\'s models/."""\n'
+MODELS_PART = "models"
 
 
 @dataclass(frozen=True)
@@ -26,11 +30,12 @@ class PayloadModule:
 
     path: str  # relative to the working folder, e.g. "kagglerun_payload/core/train.py"
     source: str
+    source_file: str = ""  # where it comes from when not from the package, e.g. "models/mynet.py"
 
     @property
     def origin(self) -> str:
-        """The file in this repository it comes from, e.g. "kagglerun/core/train.py"."""
-        return "kagglerun/" + self.path.split("/", 1)[1]
+        """The file it comes from, e.g. "kagglerun/core/train.py" or a workspace's "models/mynet.py"."""
+        return self.source_file or "kagglerun/" + self.path.split("/", 1)[1]
 
 
 def _part(part: str) -> list[PayloadModule]:
@@ -48,9 +53,25 @@ def payload(engine: str = "torch") -> tuple[PayloadModule, ...]:
     return tuple(modules)
 
 
-def payload_folders(engine: str = "torch") -> list[str]:
+def model_modules(models: dict[str, str]) -> tuple[PayloadModule, ...]:
+    """The payload files of a workspace's models, {name: source}: the models/ package's __init__, then each
+    model by name (nothing when there are none)."""
+    if not models:
+        return ()
+    return (PayloadModule(f"{PAYLOAD_PACKAGE}/{MODELS_PART}/__init__.py", MODELS_INIT),
+            *(PayloadModule(f"{PAYLOAD_PACKAGE}/{MODELS_PART}/{name}.py", source, f"{MODELS_PART}/{name}.py")
+              for name, source in sorted(models.items())))
+
+
+def kernel_payload(engine: str = "torch", models: dict[str, str] | None = None) -> tuple[PayloadModule, ...]:
+    """Everything a notebook writes: the engine's payload, then the workspace models it trains."""
+    return payload(engine) + model_modules(models or {})
+
+
+def payload_folders(engine: str = "torch", models: bool = False) -> list[str]:
     """The folders the payload's files go into, parents first."""
-    return [PAYLOAD_PACKAGE] + [f"{PAYLOAD_PACKAGE}/{part}" for part in PAYLOAD_PARTS[engine]]
+    parts = PAYLOAD_PARTS[engine] + ((MODELS_PART,) if models else ())
+    return [PAYLOAD_PACKAGE] + [f"{PAYLOAD_PACKAGE}/{part}" for part in parts]
 
 
 def engine_modules(engine: str) -> list[str]:
@@ -61,9 +82,9 @@ def engine_modules(engine: str) -> list[str]:
     return modules
 
 
-def core_hash(engine: str = "torch") -> str:
-    """Hash of the exact training-core code a notebook for `engine` runs."""
+def core_hash(engine: str = "torch", models: dict[str, str] | None = None) -> str:
+    """Hash of the exact code a notebook for `engine` runs: the training core and the workspace models."""
     h = hashlib.sha256()
-    for module in payload(engine):
+    for module in kernel_payload(engine, models):
         h.update(module.path.encode() + b"\0" + module.source.encode() + b"\0")
     return h.hexdigest()[:16]

@@ -9,6 +9,7 @@ or nothing, and byte-identical for the same inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -26,8 +27,9 @@ from ..errors import CredentialsError, KagglerunError, RenderError
 from ..experiments import Settings
 from ..kaggle import load_credentials, validate_kernel_folder
 from ..workspace import Workspace, real_folder
+from .models import ModelChecker
 from .packs import check_packs, pack_settings
-from .payload import PAYLOAD_PACKAGE, core_hash, engine_modules, payload, payload_folders
+from .payload import PAYLOAD_PACKAGE, core_hash, engine_modules, kernel_payload, payload_folders
 from .templates import environment, render_template
 
 METADATA_FILE = "kernel-metadata.json"
@@ -41,6 +43,11 @@ class Kernel:
 
     settings: Settings
     members: tuple[Settings, ...] = ()
+    models: tuple[tuple[str, str], ...] = ()  # the workspace models it trains: (name, source), set by render
+
+    @property
+    def experiments(self) -> tuple[Settings, ...]:
+        return self.members or (self.settings,)
 
     @property
     def engine(self) -> str:
@@ -108,17 +115,19 @@ def _run_spec(kernel: Kernel, engine_hash: str) -> dict[str, Any]:
         for m in kernel.members]}
 
 
-def _payload_cells(engine: str, engine_hash: str) -> list[nbformat.NotebookNode]:
-    """The folders, one `%%writefile` cell per payload module, and the cell that imports the package."""
-    folders = ", ".join(repr(f) for f in payload_folders(engine))
+def _payload_cells(engine: str, engine_hash: str, models: dict[str, str]) -> list[nbformat.NotebookNode]:
+    """The folders, one `%%writefile` cell per payload module (the workspace's models last), and the cell
+    that imports the package."""
+    folders = ", ".join(repr(f) for f in payload_folders(engine, bool(models)))
     cells = [nbformat.v4.new_code_cell(
         f"# kagglerun's training core (core {engine_hash}) follows as the package {PAYLOAD_PACKAGE}/, one file per\n"
         "# cell, written beside this run's outputs so that the code that made a result is kept with it.\n"
-        "import os, sys\n"
+        "import os, shutil, sys\n"
+        f"shutil.rmtree({PAYLOAD_PACKAGE!r}, ignore_errors=True)  # a fresh copy: no file of an earlier notebook stays\n"
         f"for folder in ({folders},):\n"
         "    os.makedirs(folder, exist_ok=True)\n"
         "sys.dont_write_bytecode = True  # no __pycache__ among the outputs")]
-    for module in payload(engine):
+    for module in kernel_payload(engine, models):
         cells.append(nbformat.v4.new_code_cell(f"%%writefile {module.path}\n" + module.source.rstrip() + "\n"))
     imports = "\n".join(f"import {name}  # registers its engine" for name in engine_modules(engine))
     cells.append(nbformat.v4.new_code_cell(
@@ -132,16 +141,18 @@ def notebook(env: jinja2.Environment, kernel: Kernel) -> nbformat.NotebookNode:
     """The notebook of one experiment, or of a pack."""
     s, pack = kernel.settings, kernel.members
     settings = s.as_dict()
-    engine_hash = core_hash(kernel.engine)
+    models = dict(kernel.models)
+    engine_hash = core_hash(kernel.engine, models)
     context = {"name": s.name, "title": s.title, "description": s.description, "settings": settings,
                "rows": _rows("", settings), "settings_hash": s.hash, "core_hash": engine_hash,
-               "version": __version__, "modules": [m.origin for m in payload(kernel.engine)],
+               "version": __version__, "modules": [m.origin for m in kernel_payload(kernel.engine, models)],
+               "workspace_models": [f"models/{name}.py" for name in sorted(models)],
                "pack": [{"name": m.name, "description": m.description, "settings": m.as_dict(), "settings_hash": m.hash}
                         for m in pack]}
     cells = [nbformat.v4.new_markdown_cell(render_template(env, "header.md.j2", context, s.name))]
     cells.append(nbformat.v4.new_code_cell("%%writefile run.json\n"
                                            + json.dumps(_run_spec(kernel, engine_hash), indent=1, sort_keys=True)))
-    cells += _payload_cells(kernel.engine, engine_hash)
+    cells += _payload_cells(kernel.engine, engine_hash, models)
     cells.append(nbformat.v4.new_code_cell(render_template(env, "main.py.j2", context, s.name).rstrip() + "\n"))
     for i, cell in enumerate(cells):
         cell["id"] = f"kagglerun-{i:02d}"  # fixed ids: the same inputs give byte-identical notebooks
@@ -199,6 +210,8 @@ def render_packs(ws: Workspace, groups: list[list[Settings]], owner: str | None 
 
 def render_kernels(ws: Workspace, kernels: list[Kernel], owner: str | None = None, quick: bool = False) -> list[Path]:
     """Render kernels into build/NAME/ (build/NAME.quick/ for a run with overrides), all or nothing."""
+    checker = ModelChecker(ws.store())  # every model built once on the CPU before anything is written
+    kernels = [dataclasses.replace(k, models=tuple(checker.sources(list(k.experiments)).items())) for k in kernels]
     owner = owner or default_owner()
     env = environment(ws.templates)
     real_folder(ws.build).mkdir(parents=True, exist_ok=True)

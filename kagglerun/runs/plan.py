@@ -51,7 +51,7 @@ def decide(record: Record | None, kernel: str, settings_hash: str, core: str, fo
     if last.settings_hash != settings_hash:
         return PlanAction.PUSH, f"settings changed since v{last.version}", None
     if last.core_hash != core:
-        return PlanAction.PUSH, f"training core changed since v{last.version}", None
+        return PlanAction.PUSH, f"code changed since v{last.version} (the training core or a models/ file)", None
     if not last.finished:
         return PlanAction.SKIP, f"v{last.version} is {last.state}", None
     # A run stopped by its time budget ends COMPLETE on Kaggle; a pack member may complete in a kernel that failed

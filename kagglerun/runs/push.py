@@ -167,6 +167,9 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
         if p.action == PlanAction.SKIP:
             observer.event(f"skipped {p.name}: {p.reason}")
     report.needed_seconds = sum(p.estimate_seconds for p in todo)
+    for warning in _weights_warnings(ws, todo):
+        report.warnings.append(warning)
+        observer.event("warning: " + warning)
     if options.dry_run or api is None:
         report.rows = [row for p in plans for row in _plan_rows(
             p, state="would " + p.action if p.action != PlanAction.SKIP else RowState.SKIPPED,
@@ -181,6 +184,20 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
         _push_each(ws, api, todo, rows, observer)
     report.rows = list(rows.values())
     return report
+
+
+def _weights_warnings(ws: Workspace, todo: list[PushPlan]) -> list[str]:
+    """Experiments that ask for pretrained weights in a kernel with no internet and nothing attached to hold them."""
+    store = ws.store()
+    warnings = []
+    for name in [n for p in todo for n in p.recorded]:
+        s = store.load(name)
+        k = s.kaggle
+        if s.model.pretrained and not (k.internet or k.model_sources or k.dataset_sources or k.kernel_sources):
+            warnings.append(f"{name}: model.pretrained, but kaggle.internet is false and nothing is attached: the run "
+                            f"will not find {s.model.name}'s weights (attach them with kaggle.model_sources or "
+                            "kaggle.dataset_sources, or set kaggle.internet = true)")
+    return warnings
 
 
 def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], observer: Observer) -> None:
