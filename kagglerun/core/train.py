@@ -33,6 +33,7 @@ from .contract import (
     write_manifest,
 )
 from .data import input_root, load_data
+from .distributed import agree, current_group, launch, processes, refuse_in_pack
 from .engine import ENGINES
 from .pack import run_pack
 
@@ -94,7 +95,13 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
 
 def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core_hash: str = "",
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary."""
+    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary.
+
+    With `training.devices` above one, it starts that many processes, each running this (distributed.py)."""
+    if current_group() is None:
+        world, backend = processes(settings)
+        if world > 1:
+            return launch(run, settings, str(out_dir), core_hash, world, backend, log)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     session_start = time.time()
@@ -140,7 +147,8 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         first_epoch = len(history) + 1
         for epoch in range(first_epoch, t["epochs"] + 1):
             # Every session trains at least one epoch; after that, stop before an epoch would overrun the budget.
-            if epoch > first_epoch and time.time() - session_start + 1.2 * last_epoch_seconds > budget:
+            # (rank 0 decides for all processes of a data-parallel run)
+            if epoch > first_epoch and agree(time.time() - session_start + 1.2 * last_epoch_seconds > budget):
                 summary["state"] = "stopped"
                 summary["error"] = f"time budget of {t['time_budget_minutes']} minutes reached; push again to resume"
                 log(summary["error"])
@@ -201,6 +209,7 @@ def main(run_file: str = RUN_FILE, out_dir: str = ".", member: int | None = None
     with open(run_file) as f:
         spec = json.load(f)
     if "runs" in spec:
+        refuse_in_pack(spec["runs"], run_file)
         if member is None:
             return run_pack(spec["runs"], run_file, out_dir, lambda i: main(run_file, out_dir, i))
         spec = spec["runs"][member]

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..core.contract import settings_hash
 from ..errors import ExperimentError
@@ -74,10 +74,28 @@ class TrainingSettings(_Section):
     batch_size: int = Field(64, ge=1, le=65_536)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    # Processes training this one experiment data-parallel, one per GPU ("all": every GPU there is); the
+    # effective batch stays batch_size, each process taking batch_size / devices (core/distributed.py).
+    # With device = "cpu", that many gloo processes on the CPU.
+    devices: int | Literal["all"] = 1
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on T4, bf16 on Ampere+
     channels_last: bool = True
     compile: bool = False  # torch.compile
     time_budget_minutes: float = Field(690.0, gt=0.0)  # stop cleanly, with a checkpoint, before Kaggle's 12 h
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_shape(cls, value: Any) -> Any:
+        if value != "all" and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64):
+            raise ValueError(f"must be a number of processes from 1 to 64, or \"all\"; got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainingSettings:
+        if isinstance(self.devices, int) and self.batch_size % self.devices:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by devices {self.devices} "
+                             "(each process takes batch_size / devices images a step)")
+        return self
 
 
 class KaggleSettings(_Section):
@@ -121,6 +139,13 @@ class Settings(_Section):
     training: TrainingSettings
     kaggle: KaggleSettings = KaggleSettings()
     report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="after")
+    def _devices_need_torch(self) -> Settings:
+        if self.training.devices != 1 and self.engine != "torch":
+            raise ValueError(f"training.devices = {self.training.devices!r}: the {self.engine} engine trains "
+                             "on one device")
+        return self
 
     @property
     def slug(self) -> str:
