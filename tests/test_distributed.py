@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 
+import nbformat
 import pytest
 import torch
+from click.testing import CliRunner
+from helpers import write_experiment
 
+from kagglerun.cli import main as cli
 from kagglerun.core import torch_engine  # noqa: F401  (registers the torch engine)
 from kagglerun.core.contract import CONTRACT_FILES, MANIFEST_FILE, load_checkpoint, read_history
 from kagglerun.core.distributed import Group, processes
@@ -16,6 +20,15 @@ from kagglerun.errors import ExperimentError, RenderError
 from kagglerun.experiments import Settings
 from kagglerun.experiments.settings import validate_settings
 from kagglerun.notebook.packs import pack_settings
+
+DDP_DIGITS = """\
+extends = "digits_base"
+
+[training]
+epochs = 1
+devices = 2
+device = "cpu"
+"""
 
 
 def tiny(devices=1, epochs=2, model=None, data=None, **training):
@@ -132,3 +145,19 @@ def test_a_failing_process_fails_the_run_with_one_line(tmp_path, monkeypatch):
         run(tiny(2, data={"dataset": "mnist"}), tmp_path / "out", log=lambda _: None)
     assert "\n" not in str(e.value)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["state"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_rendered_notebook_trains_on_two_processes_from_its_own_payload(workspace):
+    write_experiment(workspace, "ddp", DDP_DIGITS)
+    result = CliRunner().invoke(cli, ["run", "ddp"])
+    assert result.exit_code == 0, result.output
+    out = workspace.result_dir("ddp")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "complete" and summary["device"] == "cpu x 2 (gloo)"
+    assert summary["best_test_acc"] > 50.0  # 1,442 digits in one epoch of 2 x 32 images a step
+    executed = nbformat.read(out / "ddp.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "data-parallel, 2 processes (gloo), 32 images each a step" in text and "epoch    1/1" in text
+    assert "[rank 1]" not in text  # the other rank says nothing
+    assert (out / "kagglerun_payload" / "core" / "distributed.py").is_file()  # what the processes ran

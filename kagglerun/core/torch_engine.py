@@ -109,8 +109,8 @@ class TorchEngine:
         which on a GPU is what keeps the host from falling behind a small model. Every image still gets its
         own random parameters, from the same distributions, drawn from `g` only."""
         n = order.shape[0]
-        if self.epoch_x is None:
-            self.epoch_x = torch.empty(self.train_x.shape, device=self.dev, dtype=torch.float32)
+        if self.epoch_x is None or self.epoch_x.shape[0] != n:  # n: this process's part, in a data-parallel run
+            self.epoch_x = torch.empty((n, *self.train_x.shape[1:]), device=self.dev, dtype=torch.float32)
         chunk = _EPOCH_CHUNK_GPU if self.dev.type == "cuda" else _EPOCH_CHUNK_CPU
         for start in range(0, n, chunk):
             idx = order[start : start + chunk]
