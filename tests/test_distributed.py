@@ -4,17 +4,19 @@ on the same global batches, resume exactly, write only through rank 0; packs and
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import write_experiment
+from helpers import write_as_each_rank, write_experiment
 
 from kagglerun.cli import main as cli
 from kagglerun.core import torch_engine  # noqa: F401  (registers the torch engine)
 from kagglerun.core.contract import CONTRACT_FILES, MANIFEST_FILE, load_checkpoint, read_history
-from kagglerun.core.distributed import Group, processes
+from kagglerun.core.distributed import Group, launch, processes
 from kagglerun.core.train import main, run
 from kagglerun.errors import ExperimentError, RenderError
 from kagglerun.experiments import Settings
@@ -136,15 +138,18 @@ def test_a_two_process_run_resumes_where_it_stopped(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_process_fails_the_run_with_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLERUN_DATA", str(tmp_path / "nothing"))
-    monkeypatch.setenv("KAGGLERUN_INPUT", str(tmp_path / "nothing"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(RuntimeError, match=r"^rank [01]: .*data set 'mnist' not found") as e:
-        run(tiny(2, data={"dataset": "mnist"}), tmp_path / "out", log=lambda _: None)
-    assert "\n" not in str(e.value)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["state"] == "failed"
+def test_only_rank_0_writes_and_a_failing_rank_fails_the_run_in_one_line(tmp_path, monkeypatch):
+    # Each process imports the stand-in for train.run from tests/helpers.py
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeError) as e:
+        launch(write_as_each_rank, tiny(2), str(out), "", 2, "gloo", log=lambda _: None)
+    assert str(e.value) == "rank 1: ValueError: rank 1 gives up"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "failed" and summary["error"] == str(e.value)  # rank 0 was stopped: the launcher wrote it
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "rank-0.json", "rank-0.pt", "summary.json"]
 
 
 @pytest.mark.slow

@@ -178,6 +178,7 @@ def worker_main(job_file: str, rank: int) -> None:
     (train.run), writing only on rank 0. A failure leaves its one line in error-<rank>.txt beside the job."""
     with open(job_file, "rb") as f:
         job = pickle.load(f)
+    failed_at = None
     try:
         for name in job["engines"]:
             importlib.import_module(name)  # registers the engines in this fresh interpreter
@@ -190,12 +191,17 @@ def worker_main(job_file: str, rank: int) -> None:
                 silence_writes()
             job["target"](job["settings"], job["out_dir"], core_hash=job["core_hash"],
                           log=print if rank == 0 else _silent)
+        except BaseException:
+            # when, before leaving the group breaks the others' connections: the first failure is the one told
+            failed_at = time.time()
+            raise
         finally:
             dist.destroy_process_group()
     except BaseException as e:
         traceback.print_exc()
+        line = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
         with open(os.path.join(os.path.dirname(job_file), f"error-{rank}.txt"), "w") as f:
-            f.write(f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
+            f.write(f"{failed_at or time.time()}\n{line}")
         raise SystemExit(1) from None
 
 
@@ -239,9 +245,7 @@ def launch(target: Callable[..., Any], settings: dict[str, Any], out_dir: str, c
         for reader in readers:
             reader.join()
         if failed is not None:
-            error_file = Path(folder) / f"error-{failed}.txt"
-            error = error_file.read_text() if error_file.is_file() else f"exit code {procs[failed].returncode}"
-            raise RuntimeError(_failed(out_dir, f"rank {failed}: {error}"))
+            raise RuntimeError(_failed(out_dir, _first_error(folder, failed, procs[failed].returncode)))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -252,6 +256,15 @@ def launch(target: Callable[..., Any], settings: dict[str, Any], out_dir: str, c
     if summary is None:
         raise RuntimeError(f"{out_dir}: the data-parallel run left no {SUMMARY_FILE}")
     return summary
+
+
+def _first_error(folder: str, failed: int, code: int) -> str:
+    """The one line of the rank that failed first, from the error files; else the exit code of `failed`."""
+    errors = []
+    for path in Path(folder).glob("error-*.txt"):
+        when, _, line = path.read_text().partition("\n")
+        errors.append((float(when), f"rank {path.stem.split('-')[1]}: {line}"))
+    return min(errors)[1] if errors else f"rank {failed}: exit code {code}"
 
 
 def _relay(proc: subprocess.Popen[str], prefix: str, log: Callable[[str], None]) -> None:
