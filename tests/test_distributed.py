@@ -79,6 +79,8 @@ def test_a_batch_size_the_devices_do_not_divide_is_one_line():
         validate_settings(tiny() | {"training": tiny()["training"] | {"devices": "two"}}, "t.toml")
     with pytest.raises(ExperimentError, match="the scratch engine trains on one device"):
         validate_settings(tiny(2) | {"engine": "scratch"}, "t.toml")
+    with pytest.raises(ExperimentError, match="training.devices = 2 needs GPUs: set kaggle.gpu = true"):
+        validate_settings(tiny(2, device="auto") | {"kaggle": {"gpu": False}}, "t.toml")
 
 
 def test_devices_all_and_a_machine_without_the_gpus_asked_for():

@@ -42,12 +42,13 @@ SUMMARY_KEYS = (
     "final_test_acc", "final_test_loss", "params", "total_seconds", "device", "precision", "versions",
     "settings_hash", "core_hash", "started_at", "updated_at", "resumed_from_epoch", "error",
 )
-_writes = [True]  # False in the other processes of a data-parallel run: only rank 0 writes (distributed.py)
+_writes = True  # False in the other processes of a data-parallel run: only rank 0 writes (distributed.py)
 
 
 def silence_writes() -> None:
     """From now on this process writes no file of the contract (it is not rank 0 of a data-parallel run)."""
-    _writes[0] = False
+    global _writes
+    _writes = False
 
 
 def canonical_json(data: Any) -> str:
@@ -83,7 +84,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it: readers never see half a file."""
-    if not _writes[0]:
+    if not _writes:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def _fmt(value: Any) -> str:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     import torch
 
-    if not _writes[0]:
+    if not _writes:
         return
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -161,7 +162,7 @@ def write_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
     """Record size and SHA-256 of every contract file present, so a download can be verified."""
     out = Path(out_dir)
     manifest: dict[str, dict[str, Any]] = {}
-    if not _writes[0]:
+    if not _writes:
         return manifest
     for name in CONTRACT_FILES:
         p = out / name
@@ -173,7 +174,7 @@ def write_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
 
 def plot_curves(path: str | os.PathLike[str], rows: list[dict[str, Any]], title: str) -> None:
     """Train and test loss and test accuracy against epoch, as one PNG."""
-    if not _writes[0]:
+    if not _writes:
         return
     import matplotlib
 

@@ -77,7 +77,8 @@ class Group:
             bounds.append((start, start + hi - lo))
             weights.append((hi - lo) * self.world / m)
             start += hi - lo
-        mine = order.index_select(0, torch.cat(parts).to(order.device))
+        positions = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+        mine = order.index_select(0, positions.to(order.device))
         g = torch.Generator(device=order.device).manual_seed(self.rank_seed(epoch_seed(seed, epoch)))
         return mine, bounds, weights, g
 

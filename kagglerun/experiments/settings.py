@@ -141,10 +141,13 @@ class Settings(_Section):
     report: ReportSettings = ReportSettings()
 
     @model_validator(mode="after")
-    def _devices_need_torch(self) -> Settings:
+    def _devices_fit(self) -> Settings:
         if self.training.devices != 1 and self.engine != "torch":
             raise ValueError(f"training.devices = {self.training.devices!r}: the {self.engine} engine trains "
                              "on one device")
+        if self.training.devices != 1 and self.training.device != "cpu" and not self.kaggle.gpu:
+            raise ValueError(f"training.devices = {self.training.devices!r} needs GPUs: set kaggle.gpu = true "
+                             "(or training.device = \"cpu\" for processes on the CPU)")
         return self
 
     @property
@@ -186,5 +189,8 @@ def validate_settings(data: dict[str, Any], source: str) -> Settings:
             msg = "required key is missing"
         elif err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}"
+        elif err["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
+            msg = str(err.get("ctx", {}).get("error", msg))
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ExperimentError(f"{source}: {key}: {msg}{more}") from None
+        where = f"{key}: " if err["loc"] else ""  # a check across sections names its keys itself
+        raise ExperimentError(f"{source}: {where}{msg}{more}") from None
