@@ -113,7 +113,7 @@ def check_contract(folder: Path, settings_hash: str, epochs: int) -> dict:
 
 
 def write_as_each_rank(settings: dict, out_dir: str, *, core_hash: str, log) -> None:
-    """A stand-in for train.run in a data-parallel launch (each process imports it from here): every rank
+    """A stand-in for train.train in a data-parallel launch (each process imports it from here): every rank
     writes its own file and checkpoint, rank 0 a running summary; then rank 1 fails while rank 0 waits."""
     import torch.distributed as dist
 

@@ -176,7 +176,8 @@ def _silent(_: str) -> None:
 
 def worker_main(job_file: str, rank: int) -> None:
     """One process of the run (what each child runs): join the group, then train with the job's target
-    (train.run), writing only on rank 0. A failure leaves its one line in error-<rank>.txt beside the job."""
+    (train.train: the epoch loop), writing only on rank 0. A failure leaves its one line in error-<rank>.txt
+    beside the job file."""
     with open(job_file, "rb") as f:
         job = pickle.load(f)
     failed_at = None
