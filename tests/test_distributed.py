@@ -111,14 +111,16 @@ def test_packs_and_several_devices_refuse_each_other(tmp_path):
 @pytest.mark.slow
 def test_two_processes_take_the_steps_of_one_on_the_same_global_batches(tmp_path, monkeypatch):
     # No BatchNorm (it normalises each part by its own statistics) and no augmentation (each rank draws its own)
+    # The training options that act on the whole batch's gradient act on the same gradient
+    options = {"lr_schedule": "onecycle", "label_smoothing": 0.1, "grad_clip_norm": 0.5, "data": {"val_split": 0.2}}
     monkeypatch.chdir(tmp_path)
-    run(tiny(1), tmp_path / "one", log=lambda _: None)
-    summary = run(tiny(2), tmp_path / "two", log=lambda _: None)
+    run(tiny(1, **options), tmp_path / "one", log=lambda _: None)
+    summary = run(tiny(2, **options), tmp_path / "two", log=lambda _: None)
     assert summary["state"] == "complete" and summary["device"] == "cpu x 2 (gloo)"
     assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)
     a, b = read_history(tmp_path / "one" / "history.csv"), read_history(tmp_path / "two" / "history.csv")
     for ra, rb in zip(a, b, strict=True):
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-4), (ra["epoch"], key)
     # Only rank 0 wrote, and only the contract: no second copy, no temporary files, nothing in the working folder
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "one" not in p.parts)
