@@ -17,4 +17,6 @@ out=${OUT:+$OUT/gpu_suite.txt}
   timeout 180 python3 bench/bench_loop.py --device cuda --width 1 --steps 200
   echo "## throughput and projected epoch time per seed experiment (batch 64 and 512)"
   timeout 300 python3 bench/bench_throughput.py --device cuda
+  echo "## one experiment on every GPU (training.devices = \"all\") against one GPU (a single GPU: the same path twice)"
+  timeout 300 python3 bench/bench_devices.py --device cuda
 } 2>&1 | if [ -n "$out" ]; then tee "$out"; else cat; fi

@@ -110,3 +110,21 @@ def check_contract(folder: Path, settings_hash: str, epochs: int) -> dict:
     with open(folder / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
     return summary
+
+
+def write_as_each_rank(settings: dict, out_dir: str, *, core_hash: str, log) -> None:
+    """A stand-in for train.train in a data-parallel launch (each process imports it from here): every rank
+    writes its own file and checkpoint, rank 0 a running summary; then rank 1 fails while rank 0 waits."""
+    import torch.distributed as dist
+
+    from kagglerun.core.contract import atomic_write_json, save_checkpoint
+
+    rank = dist.get_rank()
+    atomic_write_json(Path(out_dir) / f"rank-{rank}.json", {"rank": rank})
+    save_checkpoint(Path(out_dir) / f"rank-{rank}.pt", {"epoch": rank})
+    if rank == 0:
+        atomic_write_json(Path(out_dir) / "summary.json", {"experiment": settings["name"], "state": "running"})
+    dist.barrier()
+    if rank == 1:
+        raise ValueError(f"rank {rank} gives up\nsecond line")
+    dist.barrier()  # rank 0 waits here for good: the launcher stops it

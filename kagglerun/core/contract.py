@@ -51,6 +51,13 @@ SUMMARY_KEYS = (
     "selection", "best_val_acc", "test_acc_at_best", "stopped_early", "stop_reason", "num_classes", "class_names",
     "data_sizes",
 )
+_writes = True  # False in the other processes of a data-parallel run: only rank 0 writes (distributed.py)
+
+
+def silence_writes() -> None:
+    """From now on this process writes no file of the contract (it is not rank 0 of a data-parallel run)."""
+    global _writes
+    _writes = False
 
 
 def canonical_json(data: Any) -> str:
@@ -86,6 +93,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it: readers never see half a file."""
+    if not _writes:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -140,6 +149,8 @@ def _fmt(value: Any) -> str:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     import torch
 
+    if not _writes:
+        return
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -161,7 +172,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def write_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Record size and SHA-256 of every contract file present, so a download can be verified."""
     out = Path(out_dir)
-    manifest = {}
+    manifest: dict[str, dict[str, Any]] = {}
+    if not _writes:
+        return manifest
     for name in CONTRACT_FILES:
         p = out / name
         if p.is_file():
@@ -172,6 +185,8 @@ def write_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
 
 def plot_curves(path: str | os.PathLike[str], rows: list[dict[str, Any]], title: str) -> None:
     """Train and test loss and test accuracy against epoch, as one PNG."""
+    if not _writes:
+        return
     import matplotlib
 
     matplotlib.use("Agg", force=False)

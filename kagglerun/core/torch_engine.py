@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import augment_batch, augments
+from .distributed import current_group
 from .engine import Data, epoch_seed, register_engine
 from .models import build_model, count_params
 
@@ -76,16 +77,20 @@ def make_schedule(opt: torch.optim.Optimizer, t: dict[str, Any],
 
 @register_engine("torch")
 class TorchEngine:
-    """Trains one experiment with PyTorch on one device."""
+    """Trains one experiment with PyTorch on one device, or as one process of a data-parallel run
+    (distributed.py)."""
 
     name = "torch"
 
     def __init__(self, settings: dict[str, Any], data: Data):
         t = settings["training"]
         self.settings, self.data_settings, self.t = settings, settings["data"], t
-        dev = pick_device(t["device"])
+        self.group = current_group()  # None unless this is one process of a data-parallel run
+        dev = pick_device(t["device"]) if self.group is None else self.group.device
         self.dev = dev
         self.device = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"
+        if self.group is not None:
+            self.device += f" x {self.group.world} ({self.group.backend})"
         self.precision = pick_precision(t["precision"], dev)
         torch.manual_seed(t["seed"])
         if dev.type == "cuda":
@@ -95,7 +100,11 @@ class TorchEngine:
                                  internet=settings["kaggle"]["internet"])
         self.model = self.model.to(device=dev, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.params = count_params(self.model)
-        self.forward = torch.compile(self.model) if t["compile"] else self.model
+        module = self.model
+        if self.group is not None:  # the same initial weights everywhere; each rank its own dropout masks
+            module = self.group.wrap(self.model)
+            torch.manual_seed(self.group.rank_seed(t["seed"]))
+        self.forward = torch.compile(module) if t["compile"] else module
         # The whole data set lives on the device as uint8 (CIFAR-10: 150 MB); batches are sliced there.
         self.train_x, self.train_y = data.train_x.to(dev), data.train_y.to(dev)
         self.test_x, self.test_y = data.test_x.to(dev), data.test_y.to(dev)
@@ -135,8 +144,8 @@ class TorchEngine:
         which on a GPU is what keeps the host from falling behind a small model. Every image still gets its
         own random parameters, from the same distributions, drawn from `g` only."""
         n = order.shape[0]
-        if self.epoch_x is None:
-            self.epoch_x = torch.empty(self.train_x.shape, device=self.dev, dtype=torch.float32)
+        if self.epoch_x is None or self.epoch_x.shape[0] != n:  # n: this process's part, in a data-parallel run
+            self.epoch_x = torch.empty((n, *self.train_x.shape[1:]), device=self.dev, dtype=torch.float32)
         chunk = _EPOCH_CHUNK_GPU if self.dev.type == "cuda" else _EPOCH_CHUNK_CPU
         for start in range(0, n, chunk):
             idx = order[start : start + chunk]
@@ -153,23 +162,27 @@ class TorchEngine:
         n = self.train_x.shape[0]
         bs = self.t["batch_size"]
         order = torch.randperm(n, generator=g, device=self.dev)
-        steps = math.ceil(n / bs)
+        bounds = [(start, min(start + bs, n)) for start in range(0, n, bs)]  # each step's slice of order
+        weights = None  # of each step's loss
+        if self.group is not None:  # this rank's part of every global batch, augmented with its own generator
+            order, bounds, weights, g = self.group.shard_epoch(order, bs, self.t["seed"], epoch)
+        steps = len(bounds)
         # Sums stay on the device: reading them every step would synchronise the host with the GPU.
         loss_sum = torch.zeros((), device=self.dev)
         correct = torch.zeros((), device=self.dev, dtype=torch.int64)
         augmented = self._augmented_epoch(order, g) if self.augments else None
-        for step in range(steps):
-            idx = order[step * bs : (step + 1) * bs]
+        for step, (lo, hi) in enumerate(bounds):
+            idx = order[lo:hi]
             if augmented is None:
                 x = self._batch(self.train_x.index_select(0, idx))
             else:
-                x = augmented[step * bs : (step + 1) * bs].contiguous(memory_format=self.memory_format)
+                x = augmented[lo:hi].contiguous(memory_format=self.memory_format)
             y = self.train_y.index_select(0, idx)
             with self._autocast():
                 logits = self.forward(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss if weights is None else loss * weights[step]).backward()
             if self.grad_clip_norm is not None:
                 self.scaler.unscale_(self.opt)  # clip the true gradients (a no-op without fp16's scaler)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
@@ -183,6 +196,9 @@ class TorchEngine:
                 progress(step + 1, steps)
         if self.sched is not None and not self.sched_per_step:
             self.sched.step()
+        if self.group is not None:
+            self.group.sum_(loss_sum, correct)
+            self.group.sync_buffers(self.model)
         return float(loss_sum) / n, 100.0 * float(correct) / n
 
     @torch.no_grad()
@@ -195,27 +211,32 @@ class TorchEngine:
         bs = max(self.t["batch_size"], 512)
         loss_sum = torch.zeros((), device=self.dev)
         correct = torch.zeros((), device=self.dev, dtype=torch.int64)
-        for start in range(0, n, bs):
-            x = self._batch(images[start : start + bs])
-            y = labels[start : start + bs]
+        first, last = (0, n) if self.group is None else self.group.part(n)  # each rank a part, summed below
+        for start in range(first, last, bs):
+            x = self._batch(images[start : min(start + bs, last)])
+            y = labels[start : min(start + bs, last)]
             with self._autocast():
                 logits = self.forward(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
+        if self.group is not None:
+            self.group.sum_(loss_sum, correct)
         return float(loss_sum) / n, 100.0 * float(correct) / n
 
     def current_lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.type == "cuda" else None,
         }
+        if self.group is not None:  # every rank's own, gathered (rank 0 saves them)
+            return state | self.group.rng_state()
+        return state | {"torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.type == "cuda" else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -224,6 +245,9 @@ class TorchEngine:
             self.sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.group is not None:
+            self.group.load_rng_state(state)
+            return
         torch.set_rng_state(state["torch_rng"])
         if self.dev.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])

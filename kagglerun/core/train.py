@@ -33,6 +33,7 @@ from .contract import (
     write_manifest,
 )
 from .data import input_root, load_data
+from .distributed import agree, launch, processes, refuse_in_pack
 from .engine import ENGINES
 from .models import workspace_model_hash
 from .pack import run_pack
@@ -101,7 +102,18 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
 
 def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core_hash: str = "",
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary."""
+    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary.
+
+    With `training.devices` above one, that many processes train it together (distributed.py)."""
+    world, backend = processes(settings)
+    if world > 1:
+        return launch(train, settings, str(out_dir), core_hash, world, backend, log)
+    return train(settings, out_dir, core_hash=core_hash, log=log)
+
+
+def train(settings: dict[str, Any], out_dir: str | os.PathLike[str], *, core_hash: str = "",
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The epoch loop of `run`, in this process: alone, or as one process of a data-parallel run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     session_start = time.time()
@@ -161,7 +173,8 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
                 log(summary["stop_reason"])
                 break
             # Every session trains at least one epoch; after that, stop before an epoch would overrun the budget.
-            if epoch > first_epoch and time.time() - session_start + 1.2 * last_epoch_seconds > budget:
+            # (rank 0 decides for all processes of a data-parallel run)
+            if epoch > first_epoch and agree(time.time() - session_start + 1.2 * last_epoch_seconds > budget):
                 summary["state"] = "stopped"
                 summary["error"] = f"time budget of {t['time_budget_minutes']} minutes reached; push again to resume"
                 log(summary["error"])
@@ -232,6 +245,7 @@ def main(run_file: str = RUN_FILE, out_dir: str = ".", member: int | None = None
     with open(run_file) as f:
         spec = json.load(f)
     if "runs" in spec:
+        refuse_in_pack(spec["runs"], run_file)
         if member is None:
             return run_pack(spec["runs"], run_file, out_dir, lambda i: main(run_file, out_dir, i))
         spec = spec["runs"][member]

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..core.contract import settings_hash
 from ..errors import ExperimentError
@@ -113,11 +113,22 @@ class TrainingSettings(_Section):
                                              default=None, ge=1)
     seed: int = _d("seeds weights, shuffling, augmentation and the splits", default=0, ge=0)
     device: Literal["auto", "cuda", "cpu"] = _d("where to train; auto: a GPU when there is one", default="auto")
+    devices: int | Literal["all"] = _d(
+        "processes training this experiment data-parallel, one per GPU ('all': every GPU); the effective batch "
+        "stays batch_size, each process taking batch_size / devices; with device = 'cpu', gloo processes",
+        default=1)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = _d("auto: fp16 on T4, bf16 on Ampere+, fp32 on a CPU",
                                                             default="auto")
     channels_last: bool = _d("channels-last memory format on a GPU", default=True)
     compile: bool = _d("torch.compile the model", default=False)
     time_budget_minutes: float = _d("stop cleanly, with a checkpoint, before Kaggle's 12 h", default=690.0, gt=0.0)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_shape(cls, value: Any) -> Any:
+        if value != "all" and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64):
+            raise ValueError(f"must be a number of processes from 1 to 64, or \"all\"; got {value!r}")
+        return value
 
 
 class KaggleSettings(_Section):
@@ -224,6 +235,8 @@ def _problem(err: Any) -> str:
             key = named[1] if key == "(top level)" else f"{key}.{named[1]}"
             msg = named[2]
     return f"{key}: {msg}"
+
+
 def combination_problems(s: Settings) -> list[tuple[str, str]]:
     """Keys whose value is valid alone but not with the others: (dotted key, what is wrong), in file order."""
     d, t = s.data, s.training
@@ -242,6 +255,14 @@ def combination_problems(s: Settings) -> list[tuple[str, str]]:
         problems.append(("training.warmup_epochs", f"must be less than training.epochs ({t.epochs})"))
     if t.early_stopping_patience is not None and not d.val_split:
         problems.append(("training.early_stopping_patience", "needs data.val_split > 0 (it watches validation accuracy)"))
+    if isinstance(t.devices, int) and t.batch_size % t.devices:
+        problems.append(("training.devices", f"{t.devices} does not divide training.batch_size {t.batch_size} "
+                                             "(each process takes batch_size / devices images a step)"))
+    if t.devices != 1 and s.engine != "torch":
+        problems.append(("training.devices", f"{t.devices!r}: the {s.engine} engine trains on one device"))
+    if t.devices != 1 and t.device != "cpu" and not s.kaggle.gpu:
+        problems.append(("training.devices", f"{t.devices!r} needs GPUs: set kaggle.gpu = true (or training.device "
+                                             "= 'cpu' for processes on the CPU)"))
     if s.engine == "scratch":
         lacking = {"training.optimizer": t.optimizer == "adamw", "training.nesterov": t.nesterov,
                    "training.lr_schedule": t.lr_schedule == "onecycle", "training.warmup_epochs": bool(t.warmup_epochs),

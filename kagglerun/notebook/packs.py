@@ -28,6 +28,10 @@ def pack_settings(members: list[Settings]) -> Settings:
     with the members' Kaggle sections merged (they must agree on the machine; inputs are joined)."""
     if len(members) < 2 or len({m.name for m in members}) != len(members):
         raise RenderError(f"a pack needs two or more different experiments, got {[m.name for m in members]}")
+    for m in members:
+        if m.training.devices != 1:
+            raise RenderError(f"{m.name}: training.devices = {m.training.devices!r} and packing refuse each other "
+                              "(a pack gives each member one GPU); push it alone")
     first = members[0]
     for m in members[1:]:
         for key in ("gpu", "machine_shape", "private"):
