@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import WorkspaceError
 from .experiments.store import ExperimentStore
@@ -15,6 +18,12 @@ PACKAGE_TEMPLATES = Path(__file__).parent / "templates"  # the package's templat
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    # Experiments made on the command line (`--set`) or by a search: name -> overrides of its file
+    points: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+    def with_points(self, points: Mapping[str, Mapping[str, Any]]) -> Workspace:
+        """This workspace knowing the experiments `points` too (name -> overrides of its file)."""
+        return dataclasses.replace(self, points={**self.points, **points})
 
     @property
     def experiments(self) -> Path:
@@ -45,7 +54,7 @@ class Workspace:
         return self.build / name
 
     def store(self) -> ExperimentStore:
-        return ExperimentStore(self.experiments)
+        return ExperimentStore(self.experiments, self.points)
 
 
 def find_workspace(start: Path | None = None) -> Workspace:

@@ -20,7 +20,11 @@ def resolved_settings_toml(store: ExperimentStore, name: str) -> str:
     """The experiment after inheritance, as TOML (unset optional values shown as comments)."""
     s = store.load(name)
     data = s.as_dict()
-    lines = [f"# {name}: resolved from {store.path(name)}", f"# settings hash {s.hash}", ""]
+    lines = [f"# {name}: resolved from {store.path(name.partition('.')[0])}", f"# settings hash {s.hash}"]
+    overrides = store.overrides_of(name)
+    if overrides:
+        lines.append("# overrides: " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in overrides.items()))
+    lines.append("")
     for key in ("description", "engine"):
         lines.append(f"{key} = {_toml_value(data.pop(key))}")
     data.pop("name")

@@ -117,10 +117,12 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
         attach_own_output(plan.folder, plan.kernel)
     result = api.push(plan.folder)
     pushed_at = now_iso()
+    store = ws.store()
     with Ledger(ws.results).update() as entries:
         for name, settings_hash in plan.recorded.items():
             run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
-                      pushed_at=pushed_at, resumes=plan.resumes, session_id=result.session_id)
+                      pushed_at=pushed_at, resumes=plan.resumes, session_id=result.session_id,
+                      overrides=store.overrides_of(name))
             entry = entries.get(name)
             if entry is None or entry.kernel != result.kernel:
                 entry = entries[name] = Record(result.kernel)
