@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers import TINY_DIGITS, client_env, ledger_json, make_workspace, start_emulator
+from helpers import REPO, TINY_DIGITS, client_env, ledger_json, make_workspace, start_emulator
 
 from kagglerun import cli as cli_module
 from kagglerun.cli import main
@@ -183,12 +183,37 @@ def test_sweep_through_the_emulator_packed_and_reported(grid, tmp_path, monkeypa
         assert "lr_grid.lr0.01.s0: never pushed; lr_grid.lr0.01.s1: never pushed" in out
 
         # A --set sweep pushed from the command line: status and pull know its experiments from the ledger
-        code, out, err = cli("push", "lr_grid.lr1e-3.s0", "--set", "training.epochs=1,3", "--wait", "--poll", "0.3",
-                             "--no-pack")
-        assert code == 0 and "pushed lr_grid.lr1e-3.s0.ep1" in out, err
+        code, out, err = cli("push", "lr_grid.lr1e-3.s0", "--set", "training.epochs=1,3", "--wait", "--poll", "0.3")
+        assert code == 0 and out.count("pushed pack_") == 1, err
         code, out, err = cli("status", "lr_grid.lr1e-3.s0.ep*")
         assert code == 0 and "lr_grid.lr1e-3.s0.ep3" in out, err
         code, out, err = cli("pull", "lr_grid.lr1e-3.s0.ep1")
         assert code == 0 and (grid.results / "lr_grid.lr1e-3.s0.ep1" / "summary.json").is_file(), err
     finally:
         handle.stop()
+
+
+def test_nine_short_digits_runs_are_not_estimated_at_eighteen_hours(grid):
+    (grid.experiments / "lr_grid.toml").write_text(
+        GRID.format(lrs="1e-3, 3e-3, 1e-2").replace('"training.seed" = [0, 1]', '"training.seed" = [0, 1, 2]'))
+    code, out, err = cli("push", "--dry-run", "lr_grid", "--no-pack")
+    assert code == 0 and out.count("would push") == 9, err
+    hours = float(out.split("this batch needs about ")[1].split()[0])
+    assert 0 < hours < 0.5  # nine sessions of a start-up and two epochs of a tiny network, not 9 x 2 h
+
+
+def test_run_set_bogus_key_is_one_line(grid):
+    (grid.experiments / "demo_bn.toml").write_text(TINY_DIGITS.format(epochs=1))
+    code, out, err = cli("run", "demo_bn", "--set", "training.bogus=1", "--epochs", "1")
+    assert code == 1 and "training.bogus: unknown key" in err and len(err.strip().splitlines()) == 1
+    assert not grid.results.exists()
+
+
+@pytest.mark.slow
+def test_run_with_set_trains_with_that_value(grid):
+    (grid.experiments / "demo_bn.toml").write_text((REPO / "experiments" / "demo_bn.toml").read_text())
+    code, out, err = cli("run", "demo_bn", "--set", "training.lr=0.01", "--epochs", "1")
+    assert code == 0, err
+    history = (grid.results / "demo_bn" / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and float(history[1].split(",")[history[0].split(",").index("lr")]) == 0.01
+    assert json.loads((grid.results / "demo_bn" / "settings.json").read_text())["training"]["lr"] == 0.01

@@ -138,6 +138,10 @@ class ExperimentStore:
             f"(looked for {self.directory / BASES_DIR / (parent + '.toml')} and {self.directory / (parent + '.toml')})"
         )
 
+    def raw(self, stem: str) -> dict[str, Any]:
+        """The file's tables after `extends`, unvalidated (a search reads its `[search]` table here)."""
+        return self._resolve_raw(self.path(stem))
+
     def load(self, name: str) -> Settings:
         """Resolve `extends`, apply a point's overrides and validate one experiment."""
         stem = name.partition(".")[0]

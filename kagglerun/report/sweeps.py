@@ -260,7 +260,7 @@ def search_sections(results_dir: Path) -> list[SearchSection]:
         rows = []
         for t in trials:
             value = as_float(t.get("value"))
-            rows.append({"trial": t.get("name", ""), "state": t.get("state", ""), "rung": str(t.get("rung", "")),
+            rows.append({"trial": t.get("name", ""), "state": t.get("state", ""), "rung": str(int(t.get("rung", -1)) + 1),
                          "epochs": str(t.get("epochs", "")),
                          **{k: cell_text(v) for k, v in (t.get("params") or {}).items()},
                          metric: f"{value:.2f}" if value is not None else "–", "_value": value})
