@@ -146,6 +146,8 @@ def test_search_through_the_emulator_stops_at_its_budget_and_continues(tmp_path,
         code, out, err = cli("search", "lrs", "--poll", "0.3")
         assert code == 0 and {n: len(e["runs"]) for n, e in ledger_json(root)["experiments"].items()} == \
             {n: len(e["runs"]) for n, e in ledger.items()}
+        code, out, err = cli("list")
+        assert code == 0 and "lrs.* (4 experiments of lrs.toml)" in out, err
         code, out, err = cli("status", "lrs.t*")
         assert code == 0 and "lrs.t3" in out, err
         code, out, err = cli("report")

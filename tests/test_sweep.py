@@ -217,3 +217,58 @@ def test_run_with_set_trains_with_that_value(grid):
     history = (grid.results / "demo_bn" / "history.csv").read_text().splitlines()
     assert len(history) == 2 and float(history[1].split(",")[history[0].split(",").index("lr")]) == 0.01
     assert json.loads((grid.results / "demo_bn" / "settings.json").read_text())["training"]["lr"] == 0.01
+
+
+def _fake_result(ws: Workspace, name: str, acc: float) -> None:
+    folder = ws.results / name
+    folder.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps(ws.store().load(name).as_dict()))
+    (folder / "summary.json").write_text(json.dumps({"experiment": name, "state": "complete", "best_test_acc": acc,
+                                                     "best_epoch": 2, "epochs_done": 2, "epochs_total": 2}))
+    (folder / "history.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds\n"
+                                        f"1,1.0,50,1.0,{acc - 5},0.001,1\n2,0.5,60,0.8,{acc},0.001,1\n")
+
+
+def test_the_report_of_a_sweep(grid):
+    from kagglerun.report.write import build_report
+
+    accs = {"lr_grid.lr1e-3.s0": 80.0, "lr_grid.lr1e-3.s1": 82.0, "lr_grid.lr3e-3.s0": 90.0, "lr_grid.lr3e-3.s1": 91.0}
+    for name, acc in accs.items():
+        _fake_result(grid, name, acc)
+    report = build_report(grid.results)
+    md = report.markdown.read_text()
+    assert "## Sweep lr_grid" in md
+    rows = [line for line in md.splitlines() if line.startswith("| 0.00")]
+    assert rows == ["| 0.001 | 81.00 ± 1.41 | 2 | lr_grid.lr1e-3.s0, lr_grid.lr1e-3.s1 |  |",
+                    "| 0.003 | 90.50 ± 0.71 | 2 | lr_grid.lr3e-3.s0, lr_grid.lr3e-3.s1 | ◀ best |"]
+    names = {p.name for p in report.figures}
+    assert {"sweep-lr-grid-training-lr.png", "sweep-lr-grid-curves.png"} <= names
+    html = report.html.read_text()
+    assert "Sweep lr_grid" in html and "90.50 ± 0.71" in html
+
+    # Two swept keys: a heat map
+    (grid.experiments / "lr_grid.toml").write_text(GRID.format(lrs="1e-3, 3e-3").replace(
+        '"training.seed" = [0, 1]', '"training.seed" = [0]\n"model.batchnorm" = [true, false]'))
+    for name in grid.store().names():
+        if not (grid.results / name).exists():
+            _fake_result(grid, name, 70.0)
+    report = build_report(grid.results, names=["lr_grid.*.s0.*"])
+    assert "sweep-lr-grid-model-batchnorm-training-lr.png" in {p.name for p in report.figures}
+
+
+def test_the_estimate_uses_a_measured_epoch_of_the_same_model_and_data(grid):
+    from kagglerun.runs.estimate import STARTUP_SECONDS, epoch_seconds, flop_epoch_seconds, run_seconds
+
+    store = grid.store()
+    a, b = store.load("lr_grid.lr1e-3.s0"), store.load("lr_grid.lr3e-3.s1")
+    assert epoch_seconds(grid, b) == flop_epoch_seconds(b) > 0  # nothing measured yet: the model's FLOPs
+    folder = grid.results / a.name
+    folder.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps(a.as_dict()))
+    summary = {"state": "complete", "total_seconds": 30.0, "epochs_done": 10, "device": "cpu"}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert epoch_seconds(grid, b) == flop_epoch_seconds(b)  # a CPU run says nothing of a GPU's time
+    (folder / "summary.json").write_text(json.dumps({**summary, "device": "cuda:0"}))
+    assert epoch_seconds(grid, b) == 3.0 and run_seconds(grid, b) == STARTUP_SECONDS + 3.0 * b.training.epochs
+    wider = grid.with_points({"lr_grid.lr1e-3.s0": {"model.width": 0.5}}).store().load("lr_grid.lr1e-3.s0")
+    assert epoch_seconds(grid, wider) == flop_epoch_seconds(wider) > flop_epoch_seconds(b)  # another model

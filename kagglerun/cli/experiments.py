@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..errors import ExperimentError
+from ..errors import ExperimentError, LedgerError
 from ..experiments.show import resolved_settings_toml
 from ..notebook.packs import select_runs
 from ..notebook.render import render_experiments
+from ..runs.ledger import with_recorded
 from ..runs.points import with_sets
 from .app import console, experiment_args, main, pack_options, set_option, workspace
 from .views import experiments_table, text
@@ -15,8 +16,14 @@ from .views import experiments_table, text
 
 @main.command("list")
 def list_cmd() -> None:
-    """The experiments in experiments/, one row each with their key settings."""
-    console.print(experiments_table(workspace()))
+    """The experiments in experiments/, one row each with their key settings (a sweep's under its file, with
+    those pushed with --set and a search's trials)."""
+    ws = workspace()
+    try:
+        ws = with_recorded(ws)
+    except LedgerError:  # a corrupt ledger is reported by the commands that use it; the files are still listed
+        pass
+    console.print(experiments_table(ws))
 
 
 @main.command()
