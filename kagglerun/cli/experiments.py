@@ -51,8 +51,6 @@ def render(experiments: tuple[str, ...], all_: bool, packs: tuple[str, ...], pac
         if groups:
             raise ExperimentError("--set renders single experiments; leave out --pack and --pack-all")
         ws, names = with_sets(ws, names, sets)
-        if len(names) != 1:
-            raise ExperimentError(f"render --set takes one point; these settings make {len(names)} experiments")
     for folder in render_experiments(ws, names, packs=groups):
         line = text("rendered ")
         line.append(str(folder.name), style="bold")

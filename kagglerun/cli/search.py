@@ -7,7 +7,7 @@ from rich import box
 from rich.table import Table
 
 from ..kaggle import connect
-from ..search.driver import best_trial, run_search, search_folder
+from ..search.driver import best_trial, load_search, run_search, search_folder
 from .app import console, main, workspace
 from .views import ConsoleObserver, text
 
@@ -19,6 +19,7 @@ from .views import ConsoleObserver, text
 def search(experiment: str, poll: float) -> None:
     """Search the hyper-parameters of EXP's [search] table under its GPU-hour budget (run it again to continue)."""
     ws = workspace()
+    load_search(ws, experiment)  # a bad table is one line before any connection
     with ConsoleObserver(console) as observer:
         state = run_search(ws, experiment, api=connect(), observer=observer, poll=poll)
     table = Table(title=text(f"search {experiment}: {state.state}", "bold"), title_justify="left", box=box.SIMPLE_HEAD)

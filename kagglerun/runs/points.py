@@ -16,6 +16,7 @@ def with_sets(ws: Workspace, names: list[str], items: tuple[str, ...] | list[str
     points: dict[str, Overrides] = {}
     chosen: list[str] = []
     for name in names:
+        store.load(name)  # the experiment itself exists (a sweep's file is not one)
         for point, overrides in override_points(name, store.overrides_of(name), parsed):
             points[point] = overrides
             chosen.append(point)
