@@ -23,27 +23,37 @@ STARTUP_SECONDS = 90.0  # a Kaggle session's start: container, imports, the data
 T4_FLOPS = 6e12  # assumed sustained mixed-precision throughput of one T4 on these small convolutions (fp16 peak: 65 TFLOP/s)
 TRAIN_FACTOR = 3.0  # a training step (forward and backward) costs about three forward passes
 EPOCH_OVERHEAD_SECONDS = 0.5  # per epoch: augmentation, evaluation set-up, writing the outputs
-# (train, test) images of each data set; digits: scikit-learn's 1,797 split 80/20
-DATASET_SIZES = {"cifar10": (50_000, 10_000), "mnist": (60_000, 10_000), "digits": (1_442, 355)}
-SHAPES = {"cifar10": (3, 32), "mnist": (1, 28), "digits": (1, 28)}
+# (train, test) images of each data set; digits: scikit-learn's 1,797 split 80/20. Files of one's own
+# (imagefolder, csv), unknown until read, are assumed CIFAR-sized: 50,000 and 10,000 images, 3 x 32 x 32.
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "mnist": (60_000, 10_000),
+                 "fashion_mnist": (60_000, 10_000), "kmnist": (60_000, 10_000), "svhn": (73_257, 26_032),
+                 "digits": (1_442, 355)}
+UNKNOWN_SIZE = (50_000, 10_000)
+UNKNOWN_SHAPE = (3, 32, 10)
 
 
 def _images(s: Settings) -> tuple[int, int]:
+    """(images trained on, images evaluated) per epoch: a validation split is taken from the training images."""
     d = s.data
-    train, test = (d.synthetic_train, d.synthetic_test) if d.dataset == "synthetic" else DATASET_SIZES[d.dataset]
-    return min(train, d.train_limit or train), min(test, d.test_limit or test)
+    train, test = (d.synthetic_train, d.synthetic_test) if d.dataset == "synthetic" else \
+        DATASET_SIZES.get(d.dataset, UNKNOWN_SIZE)
+    train, test = min(train, d.train_limit or train), min(test, d.test_limit or test)
+    val = int(train * getattr(d, "val_split", 0.0))
+    return train - val, test + val
 
 
-def _shape(s: Settings) -> tuple[int, int]:
-    return SHAPES[s.data.synthetic_like if s.data.dataset == "synthetic" else s.data.dataset]
+def _shape(s: Settings) -> tuple[int, int, int]:
+    from ..core.data import expected_shape
+
+    return expected_shape(s.as_dict()) or UNKNOWN_SHAPE
 
 
 def _cost_key(settings: dict[str, Any]) -> str:
     """What makes two runs' epochs take the same time: the model, the data and the batch size."""
     d, t = settings.get("data", {}), settings.get("training", {})
-    return json.dumps([settings.get("engine"), settings.get("model"), d.get("dataset"), d.get("synthetic_like"),
-                       d.get("synthetic_train"), d.get("train_limit"), d.get("test_limit"), t.get("batch_size")],
-                      sort_keys=True)
+    return json.dumps([settings.get("engine"), settings.get("model"), d.get("dataset"), d.get("path"),
+                       d.get("synthetic_like"), d.get("synthetic_train"), d.get("train_limit"), d.get("test_limit"),
+                       d.get("image_size"), d.get("val_split"), t.get("batch_size")], sort_keys=True)
 
 
 def measured_epoch_seconds(results: Path, s: Settings) -> float | None:
@@ -64,14 +74,14 @@ def measured_epoch_seconds(results: Path, s: Settings) -> float | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _forward_flops(model_json: str, engine: str, channels: int, size: int, batch: int) -> float:
+def _forward_flops(model_json: str, channels: int, size: int, classes: int, batch: int) -> float:
     """FLOPs of one forward pass of `batch` images (the scratch engine trains the same networks)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..core.models import build_model
 
-    model = build_model(json.loads(model_json), channels, size)
+    model = build_model(json.loads(model_json), channels, size, classes)
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(batch, channels, size, size))
@@ -80,10 +90,10 @@ def _forward_flops(model_json: str, engine: str, channels: int, size: int, batch
 
 def flop_epoch_seconds(s: Settings) -> float:
     """Seconds per epoch from the model's cost at the assumed T4 throughput."""
-    channels, size = _shape(s)
-    per_image = _forward_flops(json.dumps(s.as_dict()["model"], sort_keys=True), s.engine, channels, size, 2) / 2
-    train, test = _images(s)
-    return (TRAIN_FACTOR * train + test) * per_image / T4_FLOPS + EPOCH_OVERHEAD_SECONDS
+    channels, size, classes = _shape(s)
+    per_image = _forward_flops(json.dumps(s.as_dict()["model"], sort_keys=True), channels, size, classes, 2) / 2
+    train, evaluated = _images(s)
+    return (TRAIN_FACTOR * train + evaluated) * per_image / T4_FLOPS + EPOCH_OVERHEAD_SECONDS
 
 
 def epoch_seconds(ws: Workspace, s: Settings) -> float:
