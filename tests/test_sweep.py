@@ -272,3 +272,26 @@ def test_the_estimate_uses_a_measured_epoch_of_the_same_model_and_data(grid):
     assert epoch_seconds(grid, b) == 3.0 and run_seconds(grid, b) == STARTUP_SECONDS + 3.0 * b.training.epochs
     wider = grid.with_points({"lr_grid.lr1e-3.s0": {"model.width": 0.5}}).store().load("lr_grid.lr1e-3.s0")
     assert epoch_seconds(grid, wider) == flop_epoch_seconds(wider) > flop_epoch_seconds(b)  # another model
+
+
+def test_more_epochs_resume_a_pulled_run_other_changes_start_over(grid):
+    from kagglerun.runs.ledger import Record, Version
+    from kagglerun.runs.longer import continue_longer
+    from kagglerun.states import PlanAction
+
+    name = "lr_grid.lr1e-3.s0"
+    before = grid.store().load(name)
+    (grid.results / name).mkdir(parents=True)
+    (grid.results / name / "settings.json").write_text(json.dumps(before.as_dict()))
+    record = Record("u/k", [Version(1, before.hash, "core", "t", state="complete", has_checkpoint=True)])
+    changed = (PlanAction.PUSH, "settings changed since v1", None)
+
+    def decide(overrides):
+        s = grid.with_points({name: {**grid.store().overrides_of(name), **overrides}}).store().load(name)
+        return continue_longer(grid, name, record, s, changed)
+
+    assert decide({"training.epochs": 5}) == (PlanAction.RESUME, "only its length changed since v1; resuming from "
+                                                                 "its checkpoint", 1)
+    assert decide({"training.epochs": 5, "training.lr": 0.5}) == changed
+    record.versions[0].has_checkpoint = False
+    assert decide({"training.epochs": 5}) == changed
