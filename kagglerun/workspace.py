@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .errors import WorkspaceError
 from .experiments.store import ExperimentStore
@@ -20,6 +23,12 @@ PREVIOUS_DIR = ".previous"  # results/.previous/EXP-<time>/: runs moved aside, n
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    # Experiments made on the command line (`--set`) or by a search: name -> overrides of its file
+    points: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+    def with_points(self, points: Mapping[str, Mapping[str, Any]]) -> Workspace:
+        """This workspace knowing the experiments `points` too (name -> overrides of its file)."""
+        return dataclasses.replace(self, points={**self.points, **points})
 
     @property
     def experiments(self) -> Path:
@@ -55,7 +64,7 @@ class Workspace:
         return self.build / name
 
     def store(self) -> ExperimentStore:
-        return ExperimentStore(self.experiments, self.models)
+        return ExperimentStore(self.experiments, self.models, self.points)
 
     def previous_path(self, name: str, suffix: str = "") -> Path:
         """A new, unused path results/.previous/NAME-<UTC time>[-suffix] (its folder made)."""

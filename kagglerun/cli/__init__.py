@@ -4,7 +4,7 @@ Each command parses its options and calls one library function, passing an obser
 (views.py). Nothing else in kagglerun imports this package, and only this package imports rich.
 """
 
-from . import emulator, experiments, report, runs  # noqa: F401 (each registers its commands on `main`)
+from . import emulator, experiments, report, runs, search  # noqa: F401 (each registers its commands on `main`)
 from .app import console, err_console, main
 
 __all__ = ["console", "err_console", "main"]

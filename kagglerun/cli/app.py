@@ -73,3 +73,16 @@ def pack_options(func: Callable) -> Callable:
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def set_option(func: Callable) -> Callable:
+    """--set KEY=VALUE (repeatable): a settings override; KEY=V1,V2 makes one experiment per value."""
+
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="Override a setting, e.g. training.lr=0.01 (repeatable; KEY=V1,V2 makes one experiment "
+                  "per value, named EXP.lr0.01 …).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
-from ..errors import KernelError, RunError
+from ..errors import ExperimentError, KernelError, RunError
 from ..kaggle import KaggleKernels, connect
 from ..notebook.packs import select_runs
 from ..notebook.run import run_local
 from ..runs.ledger import select_recorded
+from ..runs.packing import pack_sweeps
+from ..runs.points import with_sets
 from ..runs.pull import pull_experiments
 from ..runs.push import PushOptions, push_experiments
 from ..runs.status import refresh, watch
 from ..states import RowState
-from .app import console, experiment_args, main, pack_options, workspace
+from .app import console, experiment_args, main, pack_options, set_option, workspace
 from .views import ConsoleObserver, failure_lines, status_table, text
 
 
@@ -29,26 +31,30 @@ def _kaggle() -> KaggleKernels:
 @click.option("--test-limit", type=click.IntRange(min=1), help="Use only the first N test images.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), help="Override training.device.")
 @click.option("--fresh", is_flag=True, help="Move an existing results/EXP aside instead of resuming from it.")
-def run(experiment: str, fresh: bool, **overrides: object) -> None:
-    """Execute the experiment's notebook locally (nbclient) into results/EXP/, resuming when possible."""
+@set_option
+def run(experiment: str, fresh: bool, sets: tuple[str, ...], **overrides: object) -> None:
+    """Execute the experiment's notebook locally (nbclient) into results/EXP/, resuming when possible
+    (--set KEY=V1,V2: one run per value, in turn)."""
     keys = {"epochs": "training.epochs", "batch_size": "training.batch_size", "device": "training.device",
             "train_limit": "data.train_limit", "test_limit": "data.test_limit"}
     dotted = {keys[k]: v for k, v in overrides.items() if v is not None}
-    with ConsoleObserver(console) as observer:
-        summary = run_local(workspace(), experiment, overrides=dotted, fresh=fresh, observer=observer)
-    line = text(experiment, "bold")
-    best = summary["best_test_acc"]
-    if summary.get("selection") == "val" and summary.get("test_acc_at_best") is not None:
-        line.append(f": {summary['state']}, test accuracy {summary['test_acc_at_best']:.2f} % at epoch "
-                    f"{summary['best_epoch']} of {summary['epochs_done']} (chosen on validation accuracy, "
-                    f"{summary['best_val_acc']:.2f} %); best test accuracy {best:.2f} %")
-    else:
-        line.append(f": {summary['state']}, best test accuracy "
-                    + (f"{best:.2f} % at epoch {summary['best_epoch']}" if best is not None else "n/a")
-                    + f" of {summary['epochs_done']}")
-    if summary.get("stop_reason"):
-        line.append(f"; {summary['stop_reason']}")
-    console.print(line)
+    ws, names = with_sets(workspace(), [experiment], sets)
+    for name in names:
+        with ConsoleObserver(console) as observer:
+            summary = run_local(ws, name, overrides=dotted, fresh=fresh, observer=observer)
+        line = text(name, "bold")
+        best = summary["best_test_acc"]
+        if summary.get("selection") == "val" and summary.get("test_acc_at_best") is not None:
+            line.append(f": {summary['state']}, test accuracy {summary['test_acc_at_best']:.2f} % at epoch "
+                        f"{summary['best_epoch']} of {summary['epochs_done']} (chosen on validation accuracy, "
+                        f"{summary['best_val_acc']:.2f} %); best test accuracy {best:.2f} %")
+        else:
+            line.append(f": {summary['state']}, best test accuracy "
+                        + (f"{best:.2f} % at epoch {summary['best_epoch']}" if best is not None else "n/a")
+                        + f" of {summary['epochs_done']}")
+        if summary.get("stop_reason"):
+            line.append(f"; {summary['stop_reason']}")
+        console.print(line)
 
 
 @main.command()
@@ -64,11 +70,21 @@ def run(experiment: str, fresh: bool, **overrides: object) -> None:
               help="With --wait, push a run that dies again (resuming from its checkpoint) up to this many times.")
 @click.option("--poll", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds between status checks with --wait: each pause is 1-2 times this, with jitter.")
+@click.option("--no-pack", is_flag=True, help="Push each sweep point in its own kernel (by default sweep points "
+              "asking for the same machine go two per T4 x2 kernel).")
+@set_option
 def push(experiments: tuple[str, ...], all_: bool, packs: tuple[str, ...], pack_all: bool, dry_run: bool,
-         force: bool, wait: bool, max_running: int, retries: int, poll: float) -> None:
+         force: bool, wait: bool, max_running: int, retries: int, poll: float, no_pack: bool,
+         sets: tuple[str, ...]) -> None:
     """Render, validate and push experiments (and packs) to Kaggle GPU kernels through the official client."""
     ws = workspace()
     names, groups = select_runs(ws, experiments, all_, packs, pack_all)
+    if sets:
+        if groups:
+            raise ExperimentError("--set pushes the experiments it makes; pack them by default, not with --pack")
+        ws, names = with_sets(ws, names, sets)
+    if not groups and not pack_all and not no_pack:
+        names, groups = pack_sweeps(ws, names)
     api = None if dry_run else _kaggle()
     options = PushOptions(force=force, dry_run=dry_run, wait=wait, max_running=max_running, retries=retries,
                           poll_seconds=poll)

@@ -57,14 +57,20 @@ def experiments_table(ws: Workspace) -> Group:
     rows: dict[str, list[tuple[str, ...]]] = {}
     invalid: list[Text] = []
     store = ws.store()
-    for name in store.names():
+    grouped = store.grouped()
+    for name in sorted(n for names in grouped.values() for n in names):
         try:
             s = store.load(name)
         except ExperimentError as e:
             invalid.append(text(f"{name}: {e}", "red"))
             continue
         model = s.model.name + (f" x{s.model.width:g}" if s.model.width != 1 else "")
-        rows.setdefault(s.report.group or "(no report group)", []).append((
+        stem = name.partition(".")[0]
+        points = grouped.get(stem, [])
+        # A sweep's points (and experiments made by --set or a search) under their file
+        title = f"{stem}.* ({len(points)} experiments of {stem}.toml)" if points != [stem] else \
+            s.report.group or "(no report group)"
+        rows.setdefault(title, []).append((
             name, model + (f" ({s.engine})" if s.engine != "torch" else ""), s.data.dataset,
             f"{s.training.optimizer} {s.training.lr:.3g}", str(s.training.epochs), str(s.training.batch_size),
             "yes" if s.model.batchnorm else "no", s.model.dropout, "yes" if s.data.color_jitter else "no",

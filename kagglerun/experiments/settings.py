@@ -4,6 +4,7 @@ Every key carries its meaning as a Field description: `kagglerun keys` lists the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Literal
@@ -193,7 +194,17 @@ class Settings(_Section):
 
     @property
     def slug(self) -> str:
-        return self.kaggle.slug or "kagglerun-" + self.name.replace("_", "-")
+        """kaggle.slug, else "kagglerun-<name>" with '_' (and a sweep point's '.') as '-'; a name too long for
+        Kaggle's 50 characters keeps its start and ends in 8 hex digits of its hash."""
+        if self.kaggle.slug:
+            return self.kaggle.slug
+        name = self.name.replace("_", "-") if re.fullmatch(r"[a-z0-9_]+", self.name) else \
+            re.sub(r"[^a-z0-9]+", "-", self.name).strip("-")
+        slug = "kagglerun-" + name
+        if len(slug) > 50:
+            digest = hashlib.sha256(self.name.encode()).hexdigest()[:8]
+            slug = slug[:41].rstrip("-") + "-" + digest
+        return slug
 
     @property
     def title(self) -> str:

@@ -29,8 +29,12 @@ def resolved_settings_toml(store: ExperimentStore, name: str) -> str:
     s = store.load(name)
     data = s.as_dict()
     model = store.model(s)
-    lines = [f"# {name}: resolved from {store.path(name)}", f"# settings hash {s.hash}",
-             f"# model.name {s.model.name!r}: {model.describe()}", ""]
+    lines = [f"# {name}: resolved from {store.path(name.partition('.')[0])}", f"# settings hash {s.hash}",
+             f"# model.name {s.model.name!r}: {model.describe()}"]
+    overrides = store.overrides_of(name)
+    if overrides:
+        lines.append("# overrides: " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in overrides.items()))
+    lines.append("")
     for key in ("description", "engine"):
         lines.append(f"{key} = {_toml_value(data.pop(key))}")
     data.pop("name")

@@ -17,6 +17,7 @@ from ..notebook.templates import environment, render_template
 from .figures import GroupFigure, RunFigure, draw_all, entry_curves, run_curves
 from .load import Result, Skipped, load_results
 from .pool import UNGROUPED, Column, pool_seeds
+from .sweeps import SearchSection, SweepSection, search_sections, sweep_sections
 from .tables import group_table, main_table, summary_frame
 
 REPORT_DIR = "report"
@@ -143,6 +144,18 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
         _write(figures_dir / file, png)
         figures.append(figures_dir / file)
 
+    searches = search_sections(results_dir)
+    sweeps = sweep_sections(runs, exclude={s.name for s in searches})
+    extra_views: dict[int, list[dict[str, str]]] = {}
+    parts: list[SweepSection | SearchSection] = [*sweeps, *searches]
+    for part in parts:
+        for fig in part.figures:
+            _write(figures_dir / fig.file, fig.png)
+            figures.append(figures_dir / fig.file)
+            extra_views.setdefault(id(part), []).append({
+                "path": f"{FIGURES_DIR}/{fig.file}", "caption": fig.caption,
+                "data_uri": "data:image/png;base64," + base64.b64encode(fig.png).decode("ascii")})
+
     def figure(i: int) -> dict[str, str]:
         return {"path": f"{FIGURES_DIR}/{files[i]}",
                 "data_uri": "data:image/png;base64," + base64.b64encode(pngs[i]).decode("ascii")}
@@ -169,6 +182,12 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
         "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i),
                   "classes": _classes(r), "stop_reason": str(r.summary.get("stop_reason") or "")}
                  for i, r in enumerate(ordered_runs)],
+        "sweeps": [{"name": p.name, "anchor": f"sweep-{_slug(p.name)}", "metric": p.metric, "best": p.best,
+                    "table": _table_view(p.table, index=False), "figures": extra_views.get(id(p), [])}
+                   for p in sweeps],
+        "searches": [{"name": p.name, "anchor": f"search-{_slug(p.name)}", "metric": p.metric, "best": p.best,
+                      "table": _table_view(p.table, index=False), "figures": extra_views.get(id(p), [])}
+                     for p in searches],
     }
     env = environment(templates, report=True)
     markdown, html = out_dir / "report.md", out_dir / "report.html"

@@ -57,6 +57,9 @@ class Version:
     # Not known: the push answer names no session (kagglesdk ApiSaveKernelResponse has no session id); the
     # version number is the handle. Kept so that ledgers written before still load.
     session_id: int = 0
+    # What made the experiment differ from its file (`--set`, a sweep point's or a search trial's values):
+    # dotted key -> value; with it `status` and `pull` know experiments that have no file of their own
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -188,8 +191,15 @@ class Ledger:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _version_dict(r: Version) -> dict[str, Any]:
+    item = dataclasses.asdict(r)
+    if not item["overrides"]:  # absent when empty: ledgers read the same as before overrides
+        del item["overrides"]
+    return item
+
+
 def _entry_dict(e: Record) -> dict[str, Any]:
-    item: dict[str, Any] = {"kernel": e.kernel, "runs": [dataclasses.asdict(r) for r in e.versions]}
+    item: dict[str, Any] = {"kernel": e.kernel, "runs": [_version_dict(r) for r in e.versions]}
     if e.pack is not None:  # absent for single runs: ledgers written before packing read the same
         item["pack"] = e.pack
     return item
@@ -203,7 +213,7 @@ def select_recorded(ws: Workspace, patterns: tuple[str, ...] | list[str], all_: 
     """Experiments for `status` and `pull`: the given names or globs (checked against experiments/), else,
     with --all or when nothing is named and `required` is False, every experiment in the ledger."""
     if patterns:
-        return ws.store().select(patterns)
+        return with_recorded(ws).store().select(patterns)
     if required and not all_:
         raise ExperimentError("name at least one experiment (or a glob, or --all)")
     names = sorted(Ledger(ws.results).load())
@@ -211,3 +221,16 @@ def select_recorded(ws: Workspace, patterns: tuple[str, ...] | list[str], all_: 
         raise ExperimentError(f"nothing has been pushed from this workspace yet ({ws.results / LEDGER_FILE} "
                               "has no experiments); push one first")
     return names
+
+
+def recorded_points(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """Experiments pushed with overrides that the experiment files do not make (`push --set`, search
+    trials): name -> the overrides of its latest version."""
+    known = set(ws.store().names())
+    return {name: dict(e.latest.overrides) for name, e in Ledger(ws.results).load().items()
+            if name not in known and e.latest is not None and e.latest.overrides}
+
+
+def with_recorded(ws: Workspace) -> Workspace:
+    """The workspace knowing the experiments recorded in the ledger with their overrides."""
+    return ws.with_points(recorded_points(ws))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.contract import now_iso, read_summary
+from ..core.contract import now_iso
 from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
 from ..experiments import Settings
 from ..kaggle import KaggleKernels, Quota, validate_kernel_folder
@@ -23,8 +23,10 @@ from ..notebook.render import METADATA_FILE, default_owner, render_experiments
 from ..progress import SILENT, Observer, StatusRow
 from ..states import KernelState, PlanAction, RowState
 from ..workspace import Workspace
+from .estimate import run_seconds
 from .ledger import Ledger, Record, Version
-from .plan import DEFAULT_RUN_SECONDS, PushPlan, combine, decide, resume_decision
+from .longer import continue_longer
+from .plan import PushPlan, combine, decide, resume_decision
 from .status import POLL_SECONDS, poll_pause, refresh_entry, row_for
 
 STATUS_FAILURES_TOLERATED = 10  # consecutive failed status rounds before `wait` gives up
@@ -72,13 +74,8 @@ def _rendered(folder: Path) -> dict:
 
 
 def _estimate_seconds(ws: Workspace, s: Settings) -> float:
-    """Expected session time: the per-epoch time of an earlier run in results/, else a default."""
-    summary = read_summary(ws.result_dir(s.name)) or {}
-    try:
-        per_epoch = float(summary["total_seconds"]) / int(summary["epochs_done"])
-        return per_epoch * s.training.epochs
-    except (ValueError, KeyError, TypeError, ZeroDivisionError):
-        return DEFAULT_RUN_SECONDS
+    """Expected session time from the model's cost or a measured epoch time (runs.estimate)."""
+    return run_seconds(ws, s)
 
 
 def attach_own_output(folder: Path, kernel: str) -> None:
@@ -105,7 +102,9 @@ def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
         members = rendered.get("pack") or {}
         hashes = members or {rendered["experiment"]: rendered["settings_hash"]}
         core = rendered["core_hash"]
-        action, reason, resumes = combine({n: decide(entries.get(n), kernel, h, core, force) for n, h in hashes.items()})
+        action, reason, resumes = combine({n: continue_longer(ws, n, entries.get(n), store.load(n),
+                                                              decide(entries.get(n), kernel, h, core, force))
+                                           for n, h in hashes.items()})
         # A pack's members run side by side, one GPU each
         estimate = max(_estimate_seconds(ws, store.load(n)) for n in hashes)
         plans.append(PushPlan(folder.name, folder, kernel, rendered["settings_hash"], core, action, reason, resumes,
@@ -120,10 +119,11 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
         attach_own_output(plan.folder, plan.kernel)
     result = api.push(plan.folder)
     pushed_at = now_iso()
+    store = ws.store()
     with Ledger(ws.results).update() as entries:
         for name, settings_hash in plan.recorded.items():
             run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
-                      pushed_at=pushed_at, resumes=plan.resumes)
+                      pushed_at=pushed_at, resumes=plan.resumes, overrides=store.overrides_of(name))
             entry = entries.get(name)
             if entry is None or entry.kernel != result.kernel:
                 entry = entries[name] = Record(result.kernel)
@@ -171,6 +171,8 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
         report.warnings.append(warning)
         observer.event("warning: " + warning)
     if options.dry_run or api is None:
+        if todo:
+            observer.event(f"this batch needs about {report.needed_seconds / 3600:.1f} GPU hours")
         report.rows = [row for p in plans for row in _plan_rows(
             p, state="would " + p.action if p.action != PlanAction.SKIP else RowState.SKIPPED,
             failure=p.reason).values()]
