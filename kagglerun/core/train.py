@@ -35,6 +35,7 @@ from .contract import (
 from .data import input_root, load_data
 from .engine import ENGINES
 from .pack import run_pack
+from .per_class import write_confusion
 
 RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
 
@@ -166,6 +167,8 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
                 f"test loss {test_loss:.4f} acc {test_acc:6.2f}  lr {row['lr']:.2e}  {last_epoch_seconds:6.1f}s")
         if summary["state"] == "running":
             summary["state"] = "complete"
+        if best["epoch"]:  # per-class results of the best checkpoint, into the contract before its manifest
+            write_confusion(out, engine, data)
         _publish(out, summary, history, best, previous_seconds + time.time() - session_start, name)
         return summary
     except BaseException as e:
