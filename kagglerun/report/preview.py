@@ -77,6 +77,10 @@ def write_preview(settings: dict[str, Any], out: Path, images: int = 4, versions
             data = load_data(settings)
         except DataNotFound as e:
             raise WorkspaceError(f"preview {settings['name']}: {e}") from None
+        except (OSError, RuntimeError) as e:  # kaggle.internet: torchvision's download failed (no network here?)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkspaceError(f"preview {settings['name']}: data set {settings['data']['dataset']!r} not found "
+                                 f"locally, and downloading it failed: {first}") from None
     images = min(images, len(data.train_y))
     index = _pick(data.train_y, images, data.num_classes)
     originals = data.train_x[index]  # uint8 [N, C, H, W]
