@@ -74,3 +74,37 @@ def test_report_html_opens_with_no_errors_and_every_image_loaded(report, browser
     assert page_width <= viewport["width"]
     assert page.locator("#problems").inner_text().count("CUDA out of memory") >= 2
     page.close()
+
+
+def test_tables_sort_by_a_click_on_any_column_without_a_network(report, browser):
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(report.html.as_uri(), wait_until="load")
+    overview = page.locator("#overview table")
+    column = overview.locator("thead th").all_inner_texts().index("best test acc (%)")
+
+    def cells(index: int) -> list[str]:
+        return overview.locator("tbody tr").evaluate_all(
+            f"rows => rows.map(r => r.cells[{index}].textContent.trim())")
+
+    def number(cell: str) -> float:
+        return float(cell.split()[0]) if cell[0].isdigit() else float("inf")
+
+    heading = overview.locator("thead th").nth(column)
+    heading.click()
+    ascending = [number(c) for c in cells(column)]
+    assert ascending == sorted(ascending) and heading.get_attribute("aria-sort") == "ascending"
+    heading.click()
+    descending = [number(c) for c in cells(column) if number(c) != float("inf")]
+    assert descending == sorted(descending, reverse=True) and heading.get_attribute("aria-sort") == "descending"
+    before = cells(0)
+    names = overview.locator("thead th").nth(0)
+    names.press("Enter")  # the keyboard sorts too, text in natural order
+    after = cells(0)
+    assert sorted(after) == sorted(before) and names.get_attribute("aria-sort") == "ascending"
+    assert after.index("bsln_2") < after.index("mnist_bsln") < after.index("vgg16")
+    assert problems == [] and all(url.startswith(("file:", "data:")) for url in requests), (problems, requests)
+    page.close()
