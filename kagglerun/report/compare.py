@@ -46,6 +46,13 @@ def _select(results_dir: Path, patterns: list[str]) -> list[str]:
     return chosen
 
 
+def _setting(value: Any) -> str:
+    """A setting as a cell: true and false as yes and no (side by side a blank would read as missing)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return cell_text(value) or "–"
+
+
 def _pct(value: Any) -> str:
     number = as_float(value)
     return "–" if number is None else f"{number:.2f}"
@@ -97,8 +104,8 @@ def compare_runs(results_dir: Path, patterns: list[str], out: Path | None = None
     if pdf:
         pdf_path = out.with_suffix(".pdf")
         write(pdf_path, compare_image(job, fmt="pdf"))
-    keys = varying_keys(runs, IDENTITY_KEYS - {"report.label"})
-    settings = pd.DataFrame({h: [cell_text(r.flat.get(k)) or "–" for k in keys] for h, r in zip(headers, runs, strict=True)},
+    keys = varying_keys(runs, IDENTITY_KEYS)  # the group shows; names and captions head the columns
+    settings = pd.DataFrame({h: [_setting(r.flat.get(k)) for k in keys] for h, r in zip(headers, runs, strict=True)},
                             index=[ROW_TITLES.get(k, k) for k in keys])
     rows = _results_rows(runs)
     results = pd.DataFrame(list(rows.values()), index=list(rows), columns=headers)
