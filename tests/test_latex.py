@@ -84,3 +84,17 @@ def test_the_cli_writes_latex(tmp_path):
     assert result.exit_code == 0, result.output
     assert "report.tex" in result.output
     assert (tmp_path / "results" / "report" / "tables" / "group-01-g.tex").is_file()
+
+
+def test_per_class_rows_in_the_tex_table_with_the_best_class_accuracy_bold(tmp_path):
+    import json
+
+    for name, diagonal, lr in (("a", 9, 1e-3), ("b", 7, 1e-2)):
+        settings = settings_of(name, {"name": "c5l3"}, {}, {"epochs": 3, "lr": lr}, {"group": "G"})
+        folder = write_run(tmp_path, settings, 50.0, 2)
+        matrix = [[diagonal, 10 - diagonal], [10 - diagonal, diagonal]]
+        (folder / "confusion.json").write_text(json.dumps({"classes": ["cat", "dog_x"], "matrix": matrix}))
+    report = build_report(tmp_path, latex=True, per_class=True)
+    text = report.latex[0].read_text()
+    assert "Acc: cat & $\\mathbf{90.00}$ & $70.00$ \\\\" in text
+    assert "Acc: dog\\_x & $\\mathbf{90.00}$ & $70.00$ \\\\" in text
