@@ -3,6 +3,7 @@ every image loaded, readable on a phone-sized viewport. Screenshots go to the te
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def report(tmp_path_factory):
     write_run(results, settings_of("vgg_oom", *SEED_STUDY["vgg16"][:3], {"group": "Table 2", "order": 5}),
               30.0, 2, epochs_done=3, state="failed", error="RuntimeError: CUDA out of memory",
               log="Traceback (most recent call last):\n  File \"train.py\", line 9\nRuntimeError: CUDA out of memory\n")
-    return build_report(results)
+    # Per-class results of one run: its confusion matrix is drawn too
+    matrix = [[90 if i == j else 1 for j in range(10)] for i in range(10)]
+    (results / "bsln_4" / "confusion.json").write_text(json.dumps({"epoch": 147, "classes": list("abcdefghij"),
+                                                                   "matrix": matrix}))
+    return build_report(results, per_class=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,7 @@ def test_report_html_opens_with_no_errors_and_every_image_loaded(report, browser
     page.screenshot(path=str(tmp_path / f"report-{viewport['width']}-full.png"), full_page=True)
 
     assert problems == []
-    assert len(images) == len(report.figures) == 16 + 4  # 16 runs; groups Table 1-3 and Seeds
+    assert len(images) == len(report.figures) == 16 + 4 + 1  # 16 runs; groups Table 1-3 and Seeds; a confusion matrix
     assert [i["alt"] for i in images if not (i["complete"] and i["width"] > 0)] == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     # Narrow screens scroll the wide tables inside their box; the page itself never scrolls sideways.
