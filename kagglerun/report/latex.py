@@ -64,6 +64,9 @@ def group_tex(name: str, entries: list[Column], per_class: bool = False) -> str:
     """One group's table: settings as rows (as in report.md), entries as columns, then the results."""
     frame = group_table(entries, per_class=per_class)
     results = {"BestTestAcc": [_number([r.best[0] for r in e.runs], 2) for e in entries]}
+    if "TestAccAtBestVal" in frame.index:  # a validation split: the result is the test accuracy val chose
+        results["BestValAcc"] = [_number([r.chosen[2] for r in e.runs], 2) for e in entries]
+        results["TestAccAtBestVal"] = [_number([r.chosen[0] for r in e.runs], 2) for e in entries]
     if per_class:
         for row in frame.index:
             if row.startswith("Acc: "):
@@ -84,7 +87,7 @@ def group_tex(name: str, entries: list[Column], per_class: bool = False) -> str:
     ruled = False
     for row, values in frame.iterrows():
         label = str(row)
-        if (label in results or label == "BestEpoch") and not ruled:
+        if (label in results or label in ("BestEpoch", "BestValEpoch")) and not ruled:
             lines.append("\\midrule")
             ruled = True
         cells = _bold_best(results[label]) if label in results else [_cell(v) for v in values]

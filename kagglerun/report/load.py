@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.contract import CONFUSION_FILE, HISTORY_COLUMNS, HISTORY_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE
+from ..core.contract import (
+    CONFUSION_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    LOG_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    VAL_COLUMNS,
+)
 from ..errors import WorkspaceError
 
 LOG_TAIL_LINES = 30
@@ -35,7 +43,7 @@ class Result:
     settings: dict[str, Any]
     flat: dict[str, Any]  # settings flattened to dotted keys, lists as tuples
     summary: dict[str, Any]
-    history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch found, sorted, possibly with gaps
+    history: pd.DataFrame  # HISTORY_COLUMNS + VAL_COLUMNS (NaN without a split), one row per epoch found, sorted
     log_tail: str | None
     confusion: dict[str, Any] | None = None  # confusion.json, checked (see read_confusion); None for older runs
 
@@ -72,9 +80,27 @@ class Result:
         return done
 
     @property
+    def selection(self) -> str:
+        """What the best epoch was chosen on: "val" (data.val_split) or "test" (no split: the seed's way)."""
+        return "val" if self.summary.get("selection") == "val" else "test"
+
+    @property
+    def chosen(self) -> tuple[float | None, int | None, float | None]:
+        """With a validation split: the test accuracy at the epoch of best validation accuracy (the result),
+        that epoch, and its validation accuracy; (None, None, None) without one."""
+        if self.selection != "val":
+            return None, None, None
+        return (as_float(self.summary.get("test_acc_at_best")), as_int(self.summary.get("best_epoch")),
+                as_float(self.summary.get("best_val_acc")))
+
+    @property
     def best(self) -> tuple[float | None, int | None]:
-        """Best test accuracy and its epoch: the summary's, else found in the history."""
+        """Best test accuracy and its epoch: the summary's, else found in the history. With a validation
+        split the summary's best epoch is chosen on validation accuracy, so the epoch comes from the history."""
         acc, epoch = as_float(self.summary.get("best_test_acc")), as_int(self.summary.get("best_epoch"))
+        if self.selection == "val":
+            scored = self.history.dropna(subset=["test_acc"])
+            epoch = int(scored.loc[scored["test_acc"].idxmax(), "epoch"]) if len(scored) else None
         if acc is None:
             scored = self.history.dropna(subset=["test_acc"])
             if len(scored):
@@ -176,10 +202,6 @@ def read_confusion(path: Path) -> dict[str, Any] | None:
     return {"classes": classes, "matrix": counts, "per_class_acc": per_class, "epoch": as_int(data.get("epoch"))}
 
 
-# Columns a history may have beyond HISTORY_COLUMNS: a run with a validation split (issue 13) records them.
-OPTIONAL_HISTORY_COLUMNS = ("val_loss", "val_acc")
-
-
 def _read_history(path: Path) -> pd.DataFrame:
     """The history as numbers; unreadable rows are dropped, so a partial file still plots."""
     try:
@@ -187,9 +209,8 @@ def _read_history(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         frame = pd.DataFrame()
     # The checks below cost more than reading; a well-formed file (the usual case) skips the repairs.
-    columns = list(dict.fromkeys([*HISTORY_COLUMNS, *(c for c in OPTIONAL_HISTORY_COLUMNS if c in frame.columns)]))
-    if list(frame.columns) != columns:
-        frame = frame.reindex(columns=columns)
+    if list(frame.columns) != list(HISTORY_COLUMNS + VAL_COLUMNS):
+        frame = frame.reindex(columns=list(HISTORY_COLUMNS + VAL_COLUMNS))
     if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
         frame = frame.apply(pd.to_numeric, errors="coerce")
     if frame["epoch"].dtype.kind != "i":

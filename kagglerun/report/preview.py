@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core.augment import augment_batch, augments
-from ..core.data import DataNotFound, load_data
+from ..core.data import DataError, DataNotFound, load_data
 from ..core.engine import epoch_seed
 from ..core.per_class import class_names
 from ..errors import WorkspaceError
@@ -75,7 +75,7 @@ def write_preview(settings: dict[str, Any], out: Path, images: int = 4, versions
     with _data_env(data_dir, input_dir):
         try:
             data = load_data(settings)
-        except DataNotFound as e:
+        except (DataNotFound, DataError) as e:
             raise WorkspaceError(f"preview {settings['name']}: {e}") from None
         except (OSError, RuntimeError) as e:  # kaggle.internet: torchvision's download failed (no network here?)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
