@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from test_data import write_cifar, write_mnist
+from test_datasets import write_cifar100, write_png_folder
 from test_report import write_run
 
 from kagglerun.cli import main
@@ -28,24 +29,32 @@ DATA = {
 def settings(dataset: str, **data) -> dict:
     return Settings.model_validate({
         "name": f"p_{dataset}", "model": {"name": "c5l3"},
-        "data": {"dataset": dataset, "rotation": 20.0, "translate": 0.15, **DATA[dataset], **data},
+        "data": {"dataset": dataset, "rotation": 20.0, "translate": 0.15, **DATA.get(dataset, {}), **data},
         "training": {"epochs": 1, "seed": 3},
     }).as_dict()
 
 
-@pytest.mark.parametrize("dataset", list(DATA))
-def test_the_augmented_versions_differ_from_the_original_and_from_each_other(tmp_path, dataset):
+@pytest.mark.parametrize("dataset", [*DATA, "cifar100", "imagefolder"])
+def test_the_augmented_versions_differ_from_the_original_and_from_each_other(tmp_path, dataset, monkeypatch):
     data_dir = tmp_path / "data"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    extra = {}
     if dataset == "cifar10":
         write_cifar(data_dir / "cifar-10-batches-py", n=8)
     elif dataset == "mnist":
         write_mnist(data_dir)
-    drawn = write_preview(settings(dataset), tmp_path / "p.png", images=3, versions=4, data_dir=data_dir,
+    elif dataset == "cifar100":
+        write_cifar100(data_dir / "cifar-100-python")
+    elif dataset == "imagefolder":  # the user's own images, one folder per class
+        write_png_folder(data_dir / "pets", ["cat", "dog", "eel"], 4, size=(32, 32))
+        extra = {"path": "pets", "color_jitter": True}
+    drawn = write_preview(settings(dataset, **extra), tmp_path / "p.png", images=3, versions=4, data_dir=data_dir,
                           input_dir=tmp_path / "no-input")
     with Image.open(drawn.path) as image:
         assert image.format == "PNG" and image.width > 300
     assert drawn.augments and drawn.originals.shape[0] == 3 and drawn.augmented.shape[:2] == (3, 4)
-    channels = 3 if dataset in ("cifar10", "synthetic") else 1
+    channels = 1 if dataset in ("mnist", "digits") else 3
     assert drawn.originals.shape[1] == channels
     for i in range(3):
         versions = drawn.augmented[i]

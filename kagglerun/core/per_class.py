@@ -44,9 +44,10 @@ def per_class(matrix: list[list[int]]) -> list[float | None]:
 
 def write_confusion(out: Path, engine: Engine, data: Data) -> dict[str, Any] | None:
     """Evaluate the best checkpoint's weights on the test set and write confusion.json; None (and nothing
-    written) when there is no best checkpoint yet. The engine's weights are left as the checkpoint's."""
+    written) when there is no best checkpoint yet, or for an engine that cannot predict (a registered engine
+    written before per-class results, a test double). The engine's weights are left as the checkpoint's."""
     path = out / CHECKPOINT_BEST
-    if not path.is_file():
+    if not path.is_file() or not (hasattr(engine, "predict") and hasattr(engine, "load_weights")):
         return None
     best = load_checkpoint(path)
     engine.load_weights(best["weights"])
