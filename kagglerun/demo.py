@@ -46,5 +46,5 @@ def run_demo(ws: Workspace, *, endpoint: str | None = None, poll_seconds: float 
         options = PushOptions(force=True, wait=True, max_running=2, poll_seconds=poll_seconds)
         report = push_experiments(ws, names, api=api, options=options, observer=observer)
         pulled = pull_experiments(ws, names, api=api)
-    return DemoOutcome(report.rows, build_report(ws.results, names=names, templates=ws.templates),
-                       {r.experiment: r.best_test_acc for r in pulled})
+    built = build_report(ws.results, names=names, templates=ws.templates, presentation=ws.store().presentation())
+    return DemoOutcome(report.rows, built, {r.experiment: r.best_test_acc for r in pulled})

@@ -3,6 +3,7 @@ every image loaded, readable on a phone-sized viewport. Screenshots go to the te
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def report(tmp_path_factory):
     write_run(results, settings_of("vgg_oom", *SEED_STUDY["vgg16"][:3], {"group": "Table 2", "order": 5}),
               30.0, 2, epochs_done=3, state="failed", error="RuntimeError: CUDA out of memory",
               log="Traceback (most recent call last):\n  File \"train.py\", line 9\nRuntimeError: CUDA out of memory\n")
-    return build_report(results)
+    # Per-class results of one run: its confusion matrix is drawn too
+    matrix = [[90 if i == j else 1 for j in range(10)] for i in range(10)]
+    (results / "bsln_4" / "confusion.json").write_text(json.dumps({"epoch": 147, "classes": list("abcdefghij"),
+                                                                   "matrix": matrix}))
+    return build_report(results, per_class=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +71,45 @@ def test_report_html_opens_with_no_errors_and_every_image_loaded(report, browser
     page.screenshot(path=str(tmp_path / f"report-{viewport['width']}-full.png"), full_page=True)
 
     assert problems == []
-    assert len(images) == len(report.figures) == 16 + 4  # 16 runs; groups Table 1-3 and Seeds
+    assert len(images) == len(report.figures) == 16 + 4 + 1  # 16 runs; groups Table 1-3 and Seeds; a confusion matrix
     assert [i["alt"] for i in images if not (i["complete"] and i["width"] > 0)] == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     # Narrow screens scroll the wide tables inside their box; the page itself never scrolls sideways.
     page_width = page.evaluate("document.documentElement.scrollWidth")
     assert page_width <= viewport["width"]
     assert page.locator("#problems").inner_text().count("CUDA out of memory") >= 2
+    page.close()
+
+
+def test_tables_sort_by_a_click_on_any_column_without_a_network(report, browser):
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(report.html.as_uri(), wait_until="load")
+    overview = page.locator("#overview table")
+    column = overview.locator("thead th").all_inner_texts().index("best test acc (%)")
+
+    def cells(index: int) -> list[str]:
+        return overview.locator("tbody tr").evaluate_all(
+            f"rows => rows.map(r => r.cells[{index}].textContent.trim())")
+
+    def number(cell: str) -> float:
+        return float(cell.split()[0]) if cell[0].isdigit() else float("inf")
+
+    heading = overview.locator("thead th").nth(column)
+    heading.click()
+    ascending = [number(c) for c in cells(column)]
+    assert ascending == sorted(ascending) and heading.get_attribute("aria-sort") == "ascending"
+    heading.click()
+    descending = [number(c) for c in cells(column) if number(c) != float("inf")]
+    assert descending == sorted(descending, reverse=True) and heading.get_attribute("aria-sort") == "descending"
+    before = cells(0)
+    names = overview.locator("thead th").nth(0)
+    names.press("Enter")  # the keyboard sorts too, text in natural order
+    after = cells(0)
+    assert sorted(after) == sorted(before) and names.get_attribute("aria-sort") == "ascending"
+    assert after.index("bsln_2") < after.index("mnist_bsln") < after.index("vgg16")
+    assert problems == [] and all(url.startswith(("file:", "data:")) for url in requests), (problems, requests)
     page.close()

@@ -22,6 +22,7 @@ from ..errors import ExperimentError
 from ..experiments.keys import Key
 from ..progress import EpochProgress, Observer, PullResult, StatusRow
 from ..report import Report
+from ..report.compare import Comparison
 from ..report.pool import UNGROUPED
 from ..states import KernelState, PullAction, RowState
 from ..workspace import Workspace
@@ -168,6 +169,23 @@ def failure_lines(rows: list[StatusRow]) -> list[Text]:
 # The terminal table's short headers: it must fit 80 columns, where the files have room for words.
 _TERMINAL_HEADERS = {"epochs": "done", "best test acc (%)": "best %", "best epoch": "@epoch",
                      "final test acc (%)": "final %", "wall time": "time", "test acc at best val (%)": "val-chosen %"}
+
+
+def compare_tables(done: Comparison) -> list[Table]:
+    """`kagglerun compare`'s two tables: the settings in which the runs differ, and their results."""
+    tables = []
+    for title, frame in (("settings that differ", done.settings), ("results", done.results)):
+        if frame.empty:
+            continue
+        table = Table(title=text(title, "bold"), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                      pad_edge=False, show_edge=False)
+        table.add_column("")
+        for column in frame.columns:
+            table.add_column(text(column), justify="right" if title == "results" else "left", overflow="fold")
+        for key, row in frame.iterrows():
+            table.add_row(text(key), *(text(v) for v in row))
+        tables.append(table)
+    return tables
 
 
 def report_table(report: Report) -> Table:

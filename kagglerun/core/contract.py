@@ -8,6 +8,8 @@
     checkpoint_best.pt     the weights of the best epoch: on validation accuracy with data.val_split
                            (summary "selection" = "val"), else on test accuracy ("test")
     curves.png             train and test loss, test accuracy (%) against epoch
+    confusion.json         the best checkpoint on the test set: {"epoch", "split", "classes", "matrix" (rows: true
+                           class, columns: predicted; counts), "per_class_acc" (%), "accuracy" (%)}, at the run's end
     manifest.json          {file name: {"size": bytes, "sha256": hex}} of the files above, written last
 
 Accuracies are percentages, losses per-sample means. `state` is one of RUN_STATES.
@@ -33,13 +35,17 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CURVES_FILE = "curves.png"
+CONFUSION_FILE = "confusion.json"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "log.txt"  # not the core's: the session log that `pull` leaves beside the outputs
 PULLED_MARK = ".pulled.json"  # not the core's: `pull` marks a folder it filled (kernel, version); a local run removes it
-CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE)
+CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE,
+                  CONFUSION_FILE)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VAL_COLUMNS = ("val_loss", "val_acc")  # history columns of a run with a validation split (data.val_split)
+# Top-level settings that only present a run (its caption, group, order, description), not how it trains.
+PRESENTATION_KEYS = ("description", "report")
 RUN_STATES = ("running", "complete", "stopped", "failed")
 # best_epoch: the epoch chosen on `selection` ("val" accuracy with a split, else "test");
 # test_acc_at_best: its test accuracy (the result); best_test_acc: the best test accuracy of any epoch;
@@ -79,7 +85,14 @@ def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    """Stable hash of resolved settings; identical in kagglerun and in the notebook."""
+    """Stable hash of what resolved settings train: all but PRESENTATION_KEYS, so that relabelling or
+    regrouping an experiment does not make it "changed". Identical in kagglerun and in the notebook."""
+    return full_settings_hash({k: v for k, v in settings.items() if k not in PRESENTATION_KEYS})
+
+
+def full_settings_hash(settings: dict[str, Any]) -> str:
+    """Stable hash of resolved settings, presentation included: what ledgers recorded before presentation was
+    left out of `settings_hash` (see runs/plan.py, which still accepts it)."""
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:16]
 
 

@@ -59,6 +59,14 @@ class Engine(Protocol):
         """The test (or "val") set in eval mode: (mean per-sample plain cross-entropy, accuracy in %)."""
         ...
 
+    def predict(self) -> Any:
+        """The predicted class of every test image, in eval mode (an int64 CPU tensor [N])."""
+        ...
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        """Put back weights that `weights()` gave (the best checkpoint's, for per-class results)."""
+        ...
+
     def current_lr(self) -> float:
         """The learning rate the next optimizer step uses."""
         ...

@@ -223,6 +223,20 @@ class TorchEngine:
             self.group.sum_(loss_sum, correct)
         return float(loss_sum) / n, 100.0 * float(correct) / n
 
+    @torch.no_grad()
+    def predict(self) -> torch.Tensor:
+        """The predicted class of every test image, in eval mode, as an int64 CPU tensor."""
+        self.model.eval()
+        bs = max(self.t["batch_size"], 512)
+        predicted = []
+        for start in range(0, self.test_x.shape[0], bs):
+            with self._autocast():
+                predicted.append(self.forward(self._batch(self.test_x[start : start + bs])).argmax(1))
+        return torch.cat(predicted).cpu() if predicted else torch.zeros(0, dtype=torch.int64)
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        self.model.load_state_dict(weights)
+
     def current_lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
 

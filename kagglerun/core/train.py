@@ -37,6 +37,7 @@ from .distributed import agree, launch, processes, refuse_in_pack
 from .engine import ENGINES
 from .models import workspace_model_hash
 from .pack import run_pack
+from .per_class import write_confusion
 
 RUN_FILE = "run.json"  # written by the notebook's settings cell: experiment, settings, hashes
 
@@ -207,6 +208,8 @@ def train(settings: dict[str, Any], out_dir: str | os.PathLike[str], *, core_has
                 f"test loss {test_loss:.4f} acc {test_acc:6.2f}  lr {lr:.2e}  {last_epoch_seconds:6.1f}s")
         if summary["state"] == "running":
             summary["state"] = "complete"
+        if best["epoch"]:  # per-class results of the best checkpoint, into the contract before its manifest
+            write_confusion(out, engine, data)
         _publish(out, summary, history, best, previous_seconds + time.time() - session_start, name)
         return summary
     except BaseException as e:

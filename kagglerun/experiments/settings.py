@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.contract import settings_hash
+from ..core.contract import full_settings_hash, settings_hash
 from ..errors import ExperimentError
 
 BUILTIN_MODELS = ("c5l3", "vgg16", "resnet18", "resnet50")
@@ -216,7 +216,13 @@ class Settings(_Section):
 
     @property
     def hash(self) -> str:
+        """What decides whether the experiment changed: its settings less `description` and `report`."""
         return settings_hash(self.as_dict())
+
+    @property
+    def full_hash(self) -> str:
+        """The hash of every setting, presentation included (what older ledgers recorded)."""
+        return full_settings_hash(self.as_dict())
 
     def with_overrides(self, **dotted: Any) -> Settings:
         """A copy with `section.key` values replaced, validated again (for quick local runs)."""

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.contract import PRESENTATION_KEYS
 from ..errors import ExperimentError
 from .models import MODELS_DIR, ModelRef, resolve_model
 from .settings import Settings, validate_settings
@@ -235,6 +236,18 @@ class ExperimentStore:
 
     def load_many(self, names: list[str]) -> list[Settings]:
         return [self.load(n) for n in names]
+
+    def presentation(self) -> dict[str, dict[str, Any]]:
+        """Each experiment's current `description` and `report` section, as the report takes them (see
+        report.load_results); an experiment file that does not load is left out (its runs keep what they froze)."""
+        shown = {}
+        for name in self.names():
+            try:
+                data = self.load(name).as_dict()
+            except ExperimentError:
+                continue
+            shown[name] = {key: data[key] for key in PRESENTATION_KEYS}
+        return shown
 
 
 def _close_names(name: str, names: list[str]) -> str:

@@ -1,5 +1,7 @@
-"""The report's figures: one per run (loss and accuracy curves, best epoch marked) and one overlay per
-group (seeds as bands), drawn with matplotlib's Agg on reused figures, in forked workers when they pay."""
+"""The report's figures: one per run (loss and accuracy curves, best epoch marked), one overlay per group
+(seeds as bands) and a confusion matrix per run that has one, drawn with matplotlib's Agg on reused figures,
+in forked workers when they pay; the same as PDF for a LaTeX write-up (`draw_pdf`), and `compare`'s overlay
+of any runs. Text from files (names, labels, groups, class names) is drawn literally (`literal`)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class _Curves:
     test_acc: np.ndarray
     test_loss_std: np.ndarray | None = None
     test_acc_std: np.ndarray | None = None
+    val_loss: np.ndarray | None = None  # where the run held out a validation split
+    val_acc: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,43 @@ class GroupFigure:
     curves: list[_Curves]
 
 
+@dataclass(frozen=True)
+class ConfusionFigure:
+    """A run's confusion matrix: rows the true class, columns the predicted one, counts."""
+
+    title: str
+    classes: list[str]
+    matrix: list[list[int]]
+
+
+@dataclass(frozen=True)
+class CompareFigure:
+    """`kagglerun compare`: any runs' curves overlaid, each run one colour."""
+
+    title: str
+    curves: list[_Curves]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def literal(text: str) -> str:
+    """`text` as matplotlib draws it literally: every `$` escaped, so mathtext never parses a name or a label
+    (and never chokes on one like "cost $x^$"), and control characters removed (no font has glyphs for them)."""
+    return _CONTROL.sub("", str(text)).replace("$", r"\$")
+
+
+def _column(h: pd.DataFrame, name: str) -> np.ndarray | None:
+    """A history column where the run has it with at least one number (val_* only exist with a split)."""
+    if name not in h.columns or not h[name].notna().any():
+        return None
+    return h[name].to_numpy(dtype=float)
+
+
 def run_curves(run: Result) -> _Curves:
     h = run.history
     return _Curves(run.name, h["epoch"].to_numpy(), h["train_loss"].to_numpy(), h["test_loss"].to_numpy(),
-                   h["test_acc"].to_numpy())
+                   h["test_acc"].to_numpy(), val_loss=_column(h, "val_loss"), val_acc=_column(h, "val_acc"))
 
 
 def entry_curves(entry: Column) -> _Curves:
@@ -123,7 +160,7 @@ class _RunPlotter:
         self.acc.set_data(c.epoch, c.test_acc)
         acc, epoch = job.best
         self.best.set_data(*(([epoch], [acc]) if acc is not None and epoch is not None else ([], [])))
-        self.title.set_text(_printable(job.title))
+        self.title.set_text(literal(job.title))
         for ax, lines in ((self.ax_loss, (self.train, self.test)), (self.ax_acc, (self.acc, self.best))):
             for line in lines:
                 ax.draw_artist(line)
@@ -172,7 +209,7 @@ class _GroupPlotter:
         self.ax_loss.set(xlabel="epoch", ylabel="test loss")
         self.title = self.fig.suptitle("", fontsize=10)
 
-    def png(self, job: GroupFigure) -> bytes:
+    def png(self, job: GroupFigure, fmt: str = "png") -> bytes:
         fig = self.fig
         for artist in [*fig.legends, *self.ax_acc.lines, *self.ax_acc.collections, *self.ax_loss.lines,
                        *self.ax_loss.collections]:
@@ -181,13 +218,13 @@ class _GroupPlotter:
             color = f"C{i % 10}"
             for ax, values, spread in ((self.ax_acc, c.test_acc, c.test_acc_std),
                                        (self.ax_loss, c.test_loss, c.test_loss_std)):
-                ax.plot(c.epoch, values, color=color, lw=1.2, label=_printable(c.label))
+                ax.plot(c.epoch, values, color=color, lw=1.2, label=literal(c.label))
                 if spread is not None:
                     ax.fill_between(c.epoch, values - spread, values + spread, color=color, alpha=0.25, lw=0)
         for ax in (self.ax_acc, self.ax_loss):
             ax.relim()
             ax.autoscale_view()
-        self.title.set_text(_printable(job.title))
+        self.title.set_text(literal(job.title))
         # Beyond 30 lines a legend hides the plot; the group's table names the runs in the same order.
         legend_rows = -(-len(job.curves) // 5) if len(job.curves) <= 30 else 0
         height = 2.7 + 0.2 * legend_rows  # inches: plots and axis labels, then one line per legend row
@@ -198,31 +235,119 @@ class _GroupPlotter:
         fig.subplots_adjust(left=0.08, right=0.985, top=1 - 0.35 / height, wspace=0.25,
                             bottom=(0.5 + 0.2 * legend_rows) / height)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
+        if fmt == "png":
+            fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
+        else:
+            fig.savefig(buf, format=fmt)
         return buf.getvalue()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+def new_figure(width: float, height: float, dpi: int = 80) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def _printable(text: str) -> str:
-    """A title or label from a settings file without control characters (no font has glyphs for them)."""
-    return _CONTROL.sub("", text)
+def _save(fig: Any, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    return buf.getvalue()
+
+
+def confusion_image(job: ConfusionFigure, fmt: str = "png") -> bytes:
+    """The matrix as shares of each true class (colour) with the counts written in, up to 20 classes."""
+    matrix = np.asarray(job.matrix, dtype=float)
+    n = len(job.classes)
+    side = min(9.0, 2.2 + 0.42 * n)
+    fig = new_figure(side + 0.8, side)
+    ax = fig.subplots()
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    names = [literal(c) for c in job.classes]
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_title(literal(job.title), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, fmt)
+
+
+def compare_image(job: CompareFigure, fmt: str = "png") -> bytes:
+    """Loss (test solid, train dashed, validation dotted) and accuracy (test solid, validation dotted) of
+    every run, one colour each, with one legend of runs under both."""
+    fig = new_figure(11.0, 3.6 + 0.2 * -(-len(job.curves) // 4), dpi=100)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, c in enumerate(job.curves):
+        color = f"C{i % 10}"
+        ax_loss.plot(c.epoch, c.test_loss, color=color, lw=1.3, label=literal(c.label))
+        ax_loss.plot(c.epoch, c.train_loss, color=color, lw=1.0, ls="--")
+        ax_acc.plot(c.epoch, c.test_acc, color=color, lw=1.3)
+        if c.val_loss is not None:
+            ax_loss.plot(c.epoch, c.val_loss, color=color, lw=1.0, ls=":")
+        if c.val_acc is not None:
+            ax_acc.plot(c.epoch, c.val_acc, color=color, lw=1.0, ls=":")
+    val = any(c.val_loss is not None or c.val_acc is not None for c in job.curves)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="test (solid), train (dashed)" + (", val (dotted)" if val else ""))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="test (solid)" + (", val (dotted)" if val else ""))
+    for ax in (ax_loss, ax_acc):
+        ax.title.set_fontsize(9)
+    fig.suptitle(literal(job.title), fontsize=10)
+    fig.legend(*ax_loss.get_legend_handles_labels(), loc="lower center", ncol=min(4, len(job.curves)), fontsize=8,
+               frameon=False)
+    rows = -(-len(job.curves) // 4)
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.86, wspace=0.22, bottom=(0.55 + 0.22 * rows) / fig.get_figheight())
+    return _save(fig, fmt)
+
+
+def _run_vector(job: RunFigure, fmt: str) -> bytes:
+    """A run's figure drawn plainly (the Agg plotter blits pixels, which a PDF cannot)."""
+    c = job.curves
+    fig = new_figure(6.4, 2.5)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(c.epoch, c.train_loss, label="train loss", lw=1.2)
+    ax_loss.plot(c.epoch, c.test_loss, label="test loss", lw=1.2)
+    ax_acc.plot(c.epoch, c.test_acc, color="C2", lw=1.2)
+    acc, epoch = job.best
+    if acc is not None and epoch is not None:
+        ax_acc.plot([epoch], [acc], "o", color="C3", ms=4)
+    x, loss, accs = _run_limits(job)
+    ax_loss.set(xlabel="epoch", ylabel="loss", xlim=x, ylim=loss)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", xlim=x, ylim=accs)
+    ax_loss.legend(loc="upper right", fontsize=8, frameon=False)
+    fig.suptitle(literal(job.title), fontsize=10)
+    fig.subplots_adjust(left=0.09, right=0.985, bottom=0.19, top=0.87, wspace=0.28)
+    return _save(fig, fmt)
+
+
+def draw_pdf(job: RunFigure | GroupFigure | ConfusionFigure) -> bytes:
+    """One report figure as a PDF (vector), for a LaTeX write-up."""
+    if isinstance(job, GroupFigure):
+        return _GroupPlotter().png(job, fmt="pdf")
+    if isinstance(job, ConfusionFigure):
+        return confusion_image(job, fmt="pdf")
+    return _run_vector(job, "pdf")
 
 
 _plotters: dict[type, Any] = {}  # one plotter of each kind per process
 
 
-def _draw(job: RunFigure | GroupFigure) -> bytes:
-    import matplotlib
-
-    # Titles and legend labels come from settings files: shown as written, never parsed as mathtext
-    # (a lone "$" or "$\\frac{a$" would otherwise fail the whole report).
-    with matplotlib.rc_context({"text.parse_math": False}):
-        kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
-        if kind not in _plotters:
-            _plotters[kind] = kind()
-        return _plotters[kind].png(job)
+def _draw(job: RunFigure | GroupFigure | ConfusionFigure) -> bytes:
+    if isinstance(job, ConfusionFigure):
+        return confusion_image(job)
+    kind = _GroupPlotter if isinstance(job, GroupFigure) else _RunPlotter
+    if kind not in _plotters:
+        _plotters[kind] = kind()
+    return _plotters[kind].png(job)
 
 
 def draw_all(jobs: list, workers: int | None) -> list[bytes]:

@@ -14,10 +14,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.contract import HISTORY_COLUMNS, HISTORY_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, VAL_COLUMNS
+from ..core.contract import (
+    CONFUSION_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    LOG_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    VAL_COLUMNS,
+)
 from ..errors import WorkspaceError
 
 LOG_TAIL_LINES = 30
+# `kagglerun preview EXP` writes results/_previews/EXP.png ('_' starts no experiment name; the folder holds
+# no run, so it is never read as one); the report shows it beside the run's figures.
+PREVIEW_DIR = "_previews"
 
 # Lines of a log that look like they carry a credential are masked before they reach the report.
 _SECRET_RE = re.compile(
@@ -34,6 +45,7 @@ class Result:
     summary: dict[str, Any]
     history: pd.DataFrame  # HISTORY_COLUMNS + VAL_COLUMNS (NaN without a split), one row per epoch found, sorted
     log_tail: str | None
+    confusion: dict[str, Any] | None = None  # confusion.json, checked (see read_confusion); None for older runs
 
     @property
     def state(self) -> str:
@@ -121,11 +133,14 @@ class Skipped:
     log_tail: str | None = None
 
 
-def load_results(results_dir: Path, names: list[str] | None = None) -> tuple[list[Result], list[Skipped]]:
+def load_results(results_dir: Path, names: list[str] | None = None, *,
+                 presentation: dict[str, dict[str, Any]] | None = None) -> tuple[list[Result], list[Skipped]]:
     """Read every `results_dir/<EXP>/` folder (or those matching `names`, which may be globs).
 
     A name with no folder is reported as skipped (a run not pulled yet should not hide the others);
-    names that match nothing at all are an error, as they are most likely a typo.
+    names that match nothing at all are an error, as they are most likely a typo. `presentation` maps an
+    experiment to its current `description` and `report` section (from its experiment file): they replace
+    what the run froze, so regrouping or relabelling needs no retraining; runs whose file is gone keep theirs.
     """
     results_dir = Path(results_dir)
     folders = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -145,9 +160,12 @@ def load_results(results_dir: Path, names: list[str] | None = None) -> tuple[lis
         settings = _read_json(folder / SETTINGS_FILE)
         summary = _read_json(folder / SUMMARY_FILE)
         if isinstance(settings, dict) and isinstance(summary, dict):
+            if presentation and folder.name in presentation:
+                settings = {**settings, **presentation[folder.name]}
             runs.append(Result(
                 name=folder.name, folder=folder, settings=settings, flat=_flatten(settings), summary=summary,
                 history=_read_history(folder / HISTORY_FILE), log_tail=_log_tail(folder / LOG_FILE),
+                confusion=read_confusion(folder / CONFUSION_FILE),
             ))
         elif (folder / SETTINGS_FILE).exists() or (folder / SUMMARY_FILE).exists() or (folder / LOG_FILE).exists():
             # A run that died before its first epoch; folders of other kinds (the report itself) are ignored.
@@ -161,6 +179,27 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def preview_path(results_dir: Path, name: str) -> Path:
+    """Where `kagglerun preview` puts an experiment's augmentation preview."""
+    return Path(results_dir) / PREVIEW_DIR / f"{name}.png"
+
+
+def read_confusion(path: Path) -> dict[str, Any] | None:
+    """A run's confusion.json when it is one (a square matrix of counts, one class name per row), else None:
+    runs from before per-class results, or a damaged file, still report without it."""
+    data = _read_json(path)
+    try:
+        classes, matrix = [str(c) for c in data["classes"]], data["matrix"]
+        if len(matrix) != len(classes) or any(len(row) != len(classes) for row in matrix):
+            return None
+        counts = [[int(v) for v in row] for row in matrix]
+    except (TypeError, KeyError, ValueError):
+        return None
+    totals = [sum(row) for row in counts]
+    per_class = [100.0 * row[i] / totals[i] if totals[i] else None for i, row in enumerate(counts)]
+    return {"classes": classes, "matrix": counts, "per_class_acc": per_class, "epoch": as_int(data.get("epoch"))}
 
 
 def _read_history(path: Path) -> pd.DataFrame:

@@ -67,8 +67,22 @@ def _progress(entry: Column) -> str:
     return ", ".join(dict.fromkeys(parts))
 
 
-def group_table(entries: list[Column]) -> pd.DataFrame:
-    """The seed's layout: settings as rows, entries as columns, ending with BestTestAcc and BestEpoch."""
+def class_accuracies(run: Result) -> dict[str, float | None]:
+    """A run's test accuracy (%) per class name, from its confusion.json; empty for runs without one."""
+    if run.confusion is None:
+        return {}
+    return dict(zip(run.confusion["classes"], run.confusion["per_class_acc"], strict=True))
+
+
+def per_class_rows(entries: list[Column]) -> dict[str, list[float | None]]:
+    """Class name -> each run's accuracy on it, for the classes of every run that has per-class results."""
+    classes = list(dict.fromkeys(c for e in entries for r in e.runs for c in class_accuracies(r)))
+    return {c: [class_accuracies(r).get(c) for e in entries for r in e.runs] for c in classes}
+
+
+def group_table(entries: list[Column], per_class: bool = False) -> pd.DataFrame:
+    """The seed's layout: settings as rows, entries as columns, ending with BestTestAcc and BestEpoch;
+    with `per_class`, each class's test accuracy of the best checkpoint ("Acc: cat") before those two."""
     runs = [r for e in entries for r in e.runs]
     pooled = any(len(e.runs) > 1 for e in entries)
     varying = [k for k in varying_keys(runs, IDENTITY_KEYS | {"report.group"})
@@ -86,6 +100,9 @@ def group_table(entries: list[Column]) -> pd.DataFrame:
         rows["BestValAcc"] = [_stat([r.chosen[2] for r in e.runs], 2) for e in entries]
         rows["TestAccAtBestVal"] = [_stat([r.chosen[0] for r in e.runs], 2) for e in entries]
         rows["BestValEpoch"] = [_stat([r.chosen[1] for r in e.runs], 0) for e in entries]
+    if per_class:
+        for name in per_class_rows(entries):
+            rows[f"Acc: {name}"] = [_stat([class_accuracies(r).get(name) for r in e.runs], 2) for e in entries]
     rows["BestTestAcc"] = [_stat([r.best[0] for r in e.runs], 2) for e in entries]
     rows["BestEpoch"] = [_stat([r.best[1] for r in e.runs], 0) for e in entries]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[e.title for e in entries])

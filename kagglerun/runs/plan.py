@@ -41,14 +41,17 @@ class PushPlan:
         return {"name": self.name, "members": list(self.members)} if self.members else None
 
 
-def decide(record: Record | None, kernel: str, settings_hash: str, core: str, force: bool) -> Decision:
-    """The decision for one experiment from its ledger record and what was rendered for it now."""
+def decide(record: Record | None, kernel: str, settings_hash: str, core: str, force: bool,
+           same: frozenset[str] = frozenset()) -> Decision:
+    """The decision for one experiment from its ledger record and what was rendered for it now. `same`:
+    further recorded hashes that count as `settings_hash` (a ledger written before presentation left the hash
+    holds full hashes: those of today's settings, or of recorded ones that differ only in presentation)."""
     last = record.latest if record and record.kernel == kernel else None
     if last is None:
         return PlanAction.PUSH, "never pushed", None
     if force:
         return PlanAction.PUSH, "--force", None
-    if last.settings_hash != settings_hash:
+    if last.settings_hash != settings_hash and last.settings_hash not in same:
         return PlanAction.PUSH, f"settings changed since v{last.version}", None
     if last.core_hash != core:
         return PlanAction.PUSH, f"code changed since v{last.version} (the training core or a models/ file)", None
@@ -60,7 +63,7 @@ def decide(record: Record | None, kernel: str, settings_hash: str, core: str, fo
         return (PlanAction.SKIP, f"unchanged since v{last.version} (complete); --force pushes it again",
                 last.version if last.has_checkpoint else None)
     assert record is not None
-    return resume_decision(record, settings_hash)
+    return resume_decision(record, settings_hash, same)
 
 
 def combine(decisions: dict[str, Decision]) -> Decision:
@@ -80,14 +83,14 @@ def combine(decisions: dict[str, Decision]) -> Decision:
     return (PlanAction.RESUME, reason, max(resumes)) if resumes else (PlanAction.PUSH, reason, None)
 
 
-def resume_decision(record: Record, settings_hash: str) -> Decision:
+def resume_decision(record: Record, settings_hash: str, same: frozenset[str] = frozenset()) -> Decision:
     """Push again an experiment whose last version did not finish, resuming from the newest checkpoint
     its earlier versions (with the same settings) left, when there is one."""
     last = record.latest
     assert last is not None
     why = f"v{last.version} ended {last.run_state or last.state}"
     for version in reversed(record.versions):
-        if version.settings_hash != settings_hash:
+        if version.settings_hash != settings_hash and version.settings_hash not in same:
             break
         if version.has_checkpoint:
             return PlanAction.RESUME, f"{why}; resuming from its checkpoint", version.version

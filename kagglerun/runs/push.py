@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.contract import now_iso
+from ..core.contract import SETTINGS_FILE, full_settings_hash, now_iso, settings_hash
 from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
 from ..experiments import Settings
 from ..kaggle import KaggleKernels, Quota, validate_kernel_folder
@@ -78,6 +78,20 @@ def _estimate_seconds(ws: Workspace, s: Settings) -> float:
     return run_seconds(ws, s)
 
 
+def equal_hashes(ws: Workspace, s: Settings) -> frozenset[str]:
+    """Recorded settings hashes that mean "unchanged" besides `s.hash`: ledgers written before presentation
+    (description, report.*) was left out of the hash hold full hashes, either of today's settings or of the
+    pulled run's own settings.json when that differs from today's in presentation only."""
+    same = {s.full_hash}
+    try:
+        recorded = json.loads((ws.result_dir(s.name) / SETTINGS_FILE).read_text())
+        if settings_hash(recorded) == s.hash:
+            same.add(full_settings_hash(recorded))
+    except (OSError, ValueError, AttributeError, TypeError):  # never pulled, or not a settings object
+        pass
+    return frozenset(same)
+
+
 def attach_own_output(folder: Path, kernel: str) -> None:
     """Add the kernel itself to kernel_sources: Kaggle then mounts its previous version's output under
     /kaggle/input, where the training core finds checkpoint_last.pt."""
@@ -103,7 +117,8 @@ def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
         hashes = members or {rendered["experiment"]: rendered["settings_hash"]}
         core = rendered["core_hash"]
         action, reason, resumes = combine({n: continue_longer(ws, n, entries.get(n), store.load(n),
-                                                              decide(entries.get(n), kernel, h, core, force))
+                                                              decide(entries.get(n), kernel, h, core, force,
+                                                                     equal_hashes(ws, store.load(n))))
                                            for n, h in hashes.items()})
         # A pack's members run side by side, one GPU each
         estimate = max(_estimate_seconds(ws, store.load(n)) for n in hashes)
@@ -296,7 +311,8 @@ class _Waiter:
                 plan = self.plans[unit]
                 entries = self.ledger.load()
                 plan.action, plan.reason, plan.resumes = combine(
-                    {n: resume_decision(entries[n], h) for n, h in plan.recorded.items()})
+                    {n: resume_decision(entries[n], h, equal_hashes(self.ws, self.ws.store().load(n)))
+                     for n, h in plan.recorded.items()})
                 self.queue.append(plan)
                 self.observer.event(f"{unit}: {why}; pushing again ({plan.reason})")
             else:

@@ -15,7 +15,7 @@ import torch
 
 from ..core.augment import augment_batch
 from ..core.engine import Data, epoch_seed, register_engine
-from .core import ScratchConfig, eval_mode, no_grad, use_cupy
+from .core import ScratchConfig, eval_mode, no_grad, to_numpy, use_cupy
 from .functions import softmax_cross_entropy
 from .models import build_model, param_count
 from .optimizers import SGD, Adam
@@ -129,6 +129,20 @@ class ScratchEngine:
                 loss_sum += float(softmax_cross_entropy(logits, y).data) * len(y)
                 correct += int((logits.data.argmax(axis=1) == y).sum())
         return loss_sum / n, 100.0 * correct / n
+
+    def predict(self) -> torch.Tensor:
+        """The predicted class of every test image, in eval mode, as an int64 CPU tensor."""
+        n = int(self.test_x.shape[0])
+        bs = max(self.t["batch_size"], SCRATCH_EVAL_BATCH)
+        predicted = []
+        with no_grad(), eval_mode():
+            for start in range(0, n, bs):
+                logits = self.model(self._batch(self.test_x[start : start + bs], None))
+                predicted.append(to_numpy(logits.data.argmax(axis=1)))
+        return torch.from_numpy(np.concatenate(predicted)).long() if predicted else torch.zeros(0, dtype=torch.int64)
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        self.model.load_state_dict(weights)
 
     def current_lr(self) -> float:
         return float(self.opt.lr)
