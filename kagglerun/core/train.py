@@ -79,6 +79,7 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
             )
         return state, own
     root = input_root()
+    found: list[tuple[dict[str, Any], Path]] = []
     if root.is_dir():
         for path in sorted(root.rglob(CHECKPOINT_LAST)):
             try:
@@ -87,14 +88,26 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
                 log(f"skipping {e}")
                 continue
             if state.get("resume_key") == key:
-                return state, path
-            log(f"skipping {path}: other settings")
-    return None
+                found.append((state, path))
+            else:
+                log(f"skipping {path}: other settings")
+    # the furthest run, where several inputs hold one (a source kernel's older and newer outputs)
+    return max(found, key=lambda f: f[0]["epoch"]) if found else None
+
+
+def planned_resume_missing(resume: dict[str, Any], out: Path) -> str:
+    """The one line a session fails with when push planned a resume and no checkpoint is there."""
+    return (f"push planned a resume from {resume.get('from')} v{resume.get('version')}, but no {CHECKPOINT_LAST} "
+            f"of these settings is in {input_root()} or {out}: the source's output is missing (Kaggle refused "
+            "the source, or it has no output); not training from epoch 1")
 
 
 def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core_hash: str = "",
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary."""
+        log: Callable[[str], None] = print, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one experiment into `out_dir`, honouring the output contract; returns the final summary.
+
+    `resume` (run.json's, when push planned one) names the run's checkpoint: without it, the run fails at
+    once instead of starting over."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     session_start = time.time()
@@ -113,16 +126,18 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         engine_cls = ENGINES.get(summary["engine"])
         if engine_cls is None:
             raise RuntimeError(f"engine {summary['engine']!r} is not loaded (known: {sorted(ENGINES)})")
+        key = resume_key(settings)
+        found = find_resume_checkpoint(out, key, log)
+        if found is None and resume:
+            raise RuntimeError(planned_resume_missing(resume, out))
         data = load_data(settings)
         engine = engine_cls(settings, data)
         summary.update(params=engine.param_count(), device=engine.device, precision=engine.precision)
         log(f"{name}: {summary['engine']} engine, {data.name} ({len(data.train_y)} train / {len(data.test_y)} test), "
             f"{summary['params']:,} parameters, {engine.device}, {engine.precision}")
-        key = resume_key(settings)
         history: list[dict[str, Any]] = []
         best = {"acc": -1.0, "epoch": 0}
         previous_seconds = 0.0
-        found = find_resume_checkpoint(out, key, log)
         if found is not None:
             state, path = found
             engine.load_state_dict(state["engine"])
@@ -208,4 +223,4 @@ def main(run_file: str = RUN_FILE, out_dir: str = ".", member: int | None = None
     settings = spec["settings"]
     if settings_hash(settings) != spec["settings_hash"]:
         raise RuntimeError(f"{run_file}: settings do not match their hash; render the notebook again")
-    return run(settings, out_dir, core_hash=spec.get("core_hash", ""))
+    return run(settings, out_dir, core_hash=spec.get("core_hash", ""), resume=spec.get("resume"))

@@ -4,6 +4,8 @@ Every fault is off (rate 0) by default. A rate is a probability per opportunity:
 - per API request (before it is handled, so a retried request is safe): `http_500`, `http_503`,
   `http_429` (with a Retry-After of `retry_after` seconds), `drop` (the socket is closed without a
   response), `slow` (the response waits `slow_seconds`);
+- per API request after it was handled (its effect stays, the answer is lost on its way back, so a
+  retried push would make a second version): `drop_after` (the socket is closed), `http_500_after`;
 - per file download: `truncate` (fewer bytes than Content-Length, then the connection closes);
 - per push: `cap_reject` (refused with Kaggle's session-cap message even below the cap);
 - per session: `crash` (the kernel dies `crash_after` seconds into the run, ERROR), `timeout` (the session
@@ -19,8 +21,10 @@ import threading
 from collections import Counter
 
 # The names a rate can be given for; `all=RATE` in a spec sets every one of them.
-FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "timeout", "stale")
+FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "timeout", "stale",
+          "drop_after", "http_500_after")
 _HTTP_FAULTS = ("drop", "http_500", "http_503", "http_429")
+_AFTER_FAULTS = ("drop_after", "http_500_after")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,8 @@ class FaultConfig:
     crash: float = 0.0
     timeout: float = 0.0
     stale: float = 0.0
+    drop_after: float = 0.0
+    http_500_after: float = 0.0
     retry_after: float = 1.0  # seconds, sent as Retry-After with an injected 429
     slow_seconds: float = 1.0
     crash_after: float = 1.0  # seconds of running before an injected crash
@@ -99,6 +105,13 @@ class FaultInjector:
     def http_fault(self) -> str | None:
         """The one request-level fault to inject now, if any: 'drop', 'http_500', 'http_503' or 'http_429'."""
         for fault in _HTTP_FAULTS:
+            if self.roll(fault):
+                return fault
+        return None
+
+    def after_fault(self) -> str | None:
+        """The fault that loses a handled request's answer now, if any: 'drop_after' or 'http_500_after'."""
+        for fault in _AFTER_FAULTS:
             if self.roll(fault):
                 return fault
         return None

@@ -8,7 +8,7 @@ from .client import KaggleKernels, connect
 from .credentials import Credentials, load_credentials
 from .retry import RetryPolicy
 from .sdk import ENDPOINT_ENV, validate_kernel_folder
-from .types import DownloadFailed, OutputFile, Outputs, PushResult, Quota, SessionStatus
+from .types import DownloadFailed, KernelVersion, OutputFile, Outputs, PushResult, Quota, SessionStatus
 
-__all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "OutputFile", "Outputs", "PushResult",
-           "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "validate_kernel_folder"]
+__all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "KernelVersion", "OutputFile", "Outputs",
+           "PushResult", "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "validate_kernel_folder"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import KaggleError
 from ..states import FINISHED, KernelState
@@ -16,6 +16,17 @@ class PushResult:
     version: int
     url: str
     session_id: int  # what CancelKernelSession needs: the url's scriptVersionId (0 when absent)
+    # Sources Kaggle refused ({"kernel": ["owner/slug"], "dataset": [...], "tags": [...]}): the version
+    # exists all the same, without them (the official CLI prints them as warnings)
+    invalid: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KernelVersion:
+    """A kernel's current version on Kaggle and when it last ran (ISO time; empty when not said)."""
+
+    version: int
+    time: str = ""
 
 
 @dataclass(frozen=True)

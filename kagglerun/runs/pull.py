@@ -84,12 +84,18 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
     if not run.finished:
         with ledger.update() as entries:
             refresh_entry(api, name, entries[name])
-            run = entries[name].last
+            entry = entries[name]
+            if entry.latest is None:  # an intent Kaggle shows nothing for: never pushed
+                return PullResult(name, PullAction.SKIPPED, "never pushed (its last push made no version)")
+            run = entry.last
+    if run.pushing:
+        return PullResult(name, PullAction.SKIPPED, f"{run.label}: Kaggle does not show the version yet")
     if not run.finished:
         return PullResult(name, PullAction.SKIPPED, f"v{run.version} is still {run.state}")
+    kernel = entry.kernel_of(run)
     of_pack = f" of {entry.pack_name}" if entry.pack else ""
     listings = {} if listings is None else listings
-    listing = listings.setdefault((entry.kernel, run.version), Listing(api, entry.kernel, run.version))
+    listing = listings.setdefault((kernel, run.version), Listing(api, kernel, run.version))
     final = ws.result_dir(name)
     if run.state != KernelState.COMPLETE:
         if not entry.pack:
@@ -97,11 +103,11 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
         # A pack's kernel fails when any member does: this member's own summary says whether it completed
         if not run.run_state:  # not learnt when the kernel ended (refresh): read it now, and keep it
             run = dataclasses.replace(run)  # the network stays outside the ledger's lock
-            with _pull_errors(ledger, name, entry.kernel, run.version, final):
-                read_outcome(api, entry.kernel, run, entry.output_prefix(name), listing=listing, attempts=attempts,
+            with _pull_errors(ledger, name, kernel, run.version, final):
+                read_outcome(api, kernel, run, entry.output_prefix(name), listing=listing, attempts=attempts,
                              sleep=sleep)
             with ledger.update() as entries:
-                if entries[name].last.version == run.version:
+                if (entries[name].last.kernel, entries[name].last.version) == (run.kernel, run.version):
                     entries[name].versions[-1] = run
         if run.run_state != RunState.COMPLETE:
             return PullResult(name, PullAction.SKIPPED, f"v{run.version}{of_pack} ended {run.state}; {name} "
@@ -114,7 +120,7 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
         atomic_write_text(staging / LOG_FILE, log)
         _swap_in(staging, final)
 
-    with _pull_errors(ledger, name, entry.kernel, run.version, final):
+    with _pull_errors(ledger, name, kernel, run.version, final):
         summary, manifest, problems = fetch_verified(listing, run, entry.output_prefix(name), attempts=attempts,
                                                       sleep=sleep, staging_in=ws.results, into=swap_in)
     with ledger.update() as entries:

@@ -1,6 +1,13 @@
-"""Push experiments to Kaggle: render and validate, skip what has not changed, attach a stopped run's own
-output so the new version resumes from its checkpoint, and with `wait` keep at most N sessions running,
-pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time budget.
+"""Push experiments to Kaggle: render and validate, skip what has not changed, resume a stopped run in the
+experiment's other kernel given the output that holds its checkpoint, and with `wait` keep at most N sessions
+running, pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time
+budget.
+
+Each push is written ahead in the ledger: the intent (state "pushing", with the kernel's version before it)
+before SaveKernel, the answer after it. A push is never simply sent again: when its answer is lost, Kaggle
+is asked whether the version was made (the kernel's current version and its time) and, if so, it is
+recorded instead of pushing a second session. An answer that lists refused sources still made a version:
+it is recorded, the refused sources named, and it is cancelled, since it cannot run as planned.
 
 A pack (several experiments in one kernel, notebook.packs) is one plan and one session; the ledger
 records each member under its own name, so a pack is unchanged only when every member is. The decisions
@@ -8,6 +15,7 @@ themselves are pure functions in plan.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter, deque
@@ -16,15 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.contract import now_iso, read_summary
-from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
+from ..errors import AnswerLost, CredentialsError, KaggleError, KernelError, LedgerError, SessionCapError
 from ..experiments import Settings
-from ..kaggle import KaggleKernels, Quota, validate_kernel_folder
+from ..kaggle import KaggleKernels, PushResult, Quota
 from ..notebook.render import METADATA_FILE, default_owner, render_experiments
+from ..notebook.resume import retarget
 from ..progress import SILENT, Observer, StatusRow
 from ..states import KernelState, PlanAction, RowState
 from ..workspace import Workspace
-from .ledger import Ledger, Record, Version
-from .plan import DEFAULT_RUN_SECONDS, PushPlan, combine, decide, resume_decision
+from .ledger import PUSHING, Ledger, Record, Version
+from .plan import (
+    DEFAULT_RUN_SECONDS,
+    Pushed,
+    PushPlan,
+    combine,
+    decide,
+    must_cancel,
+    partner_title,
+    pushed_outcome,
+    resume_decision,
+    resuming,
+)
 from .status import refresh_entry, row_for
 
 STATUS_FAILURES_TOLERATED = 10  # consecutive failed status rounds before `wait` gives up
@@ -78,16 +98,8 @@ def _estimate_seconds(ws: Workspace, s: Settings) -> float:
         return DEFAULT_RUN_SECONDS
 
 
-def attach_own_output(folder: Path, kernel: str) -> None:
-    """Add the kernel itself to kernel_sources: Kaggle then mounts its previous version's output under
-    /kaggle/input, where the training core finds checkpoint_last.pt."""
-    path = folder / METADATA_FILE
-    meta = json.loads(path.read_text())
-    sources = list(meta.get("kernel_sources") or [])
-    if kernel not in sources:
-        meta["kernel_sources"] = sources + [kernel]
-        path.write_text(json.dumps(meta, indent=2) + "\n")
-    validate_kernel_folder(folder)
+class InvalidSources(KaggleError):
+    """Kaggle made the version but refused some of its sources; it was recorded and cancelled."""
 
 
 def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
@@ -102,31 +114,115 @@ def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
         members = rendered.get("pack") or {}
         hashes = members or {rendered["experiment"]: rendered["settings_hash"]}
         core = rendered["core_hash"]
-        action, reason, resumes = combine({n: decide(entries.get(n), kernel, h, core, force) for n, h in hashes.items()})
+        decisions = {n: decide(entries.get(n), kernel, h, core, force) for n, h in hashes.items()}
+        action, reason, resumes = combine(decisions)
         # A pack's members run side by side, one GPU each
         estimate = max(_estimate_seconds(ws, store.load(n)) for n in hashes)
         plans.append(PushPlan(folder.name, folder, kernel, rendered["settings_hash"], core, action, reason, resumes,
-                              estimate, members))
+                              estimate, members, resuming(decisions, action)))
     return plans
 
 
-def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
+def _prepare(plan: PushPlan, base: dict) -> None:
+    """Point the rendered folder at the plan's target kernel, with the resume it plans (notebook/resume.py)."""
+    target = plan.target
+    title = base["title"] if target == plan.kernel else partner_title(base["title"], plan.kernel)
+    source = plan.resumes.kernel if plan.action == PlanAction.RESUME and plan.resumes else ""
+    retarget(plan.folder, base, target, title, source, plan.resumes.version if source and plan.resumes else 0,
+             plan.resuming)
+
+
+def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callable[[float], None] = time.sleep) -> Version:
     """Push one planned experiment or pack and record the new version in the ledger (under each member's
-    name for a pack); returns the new version's run."""
-    if plan.action == PlanAction.RESUME:
-        attach_own_output(plan.folder, plan.kernel)
-    result = api.push(plan.folder)
-    pushed_at = now_iso()
-    with Ledger(ws.results).update() as entries:
-        for name, settings_hash in plan.recorded.items():
-            run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
-                      pushed_at=pushed_at, resumes=plan.resumes, session_id=result.session_id)
-            entry = entries.get(name)
-            if entry is None or entry.kernel != result.kernel:
-                entry = entries[name] = Record(result.kernel)
-            entry.pack = plan.pack
-            entry.versions = [r for r in entry.versions if r.version != run.version] + [run]
+    name for a pack), written ahead: the intent before SaveKernel, the answer after it; returns the new
+    version's run. Raises InvalidSources (after recording and cancelling it) when Kaggle refused sources."""
+    if not plan.metadata:  # the metadata as rendered: a plan pushed again is pointed from it, not from the last push
+        plan.metadata = json.loads((plan.folder / METADATA_FILE).read_text())
+    _prepare(plan, plan.metadata)
+    target, ledger = plan.target, Ledger(ws.results)
+    current = api.current_version(target)
+    intent = Version(version=0, settings_hash="", core_hash=plan.core_hash, pushed_at=now_iso(), state=PUSHING,
+                     kernel=target, prior_version=current.version if current else 0)
+    _record(ledger, plan, intent)
+    try:
+        result = _push_once(api, plan, intent, sleep)
+    except KaggleError:  # refused outright (cap, quota, permission): no version was made
+        _forget_intent(ledger, plan, intent)
+        raise
+    run = Version(version=result.version, settings_hash="", core_hash=plan.core_hash, pushed_at=intent.pushed_at,
+                  resumes=plan.resumes.version if plan.action == PlanAction.RESUME and plan.resumes else None,
+                  session_id=result.session_id, kernel=result.kernel or target,
+                  source=plan.resumes.kernel if plan.action == PlanAction.RESUME and plan.resumes else "")
+    refused = "; ".join(f"{kind} sources {', '.join(names)}" if kind != "tags" else f"tags {', '.join(names)}"
+                        for kind, names in sorted(result.invalid.items()))
+    cancel = must_cancel(result.invalid)
+    if refused:
+        run.failure = f"Kaggle refused {refused}" + ("; cancelled: it cannot run without them" if cancel else "")
+    try:
+        _record(ledger, plan, run)
+    except (OSError, LedgerError) as e:
+        raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({e}); "
+                          "the next command finds it on Kaggle") from None
+    if cancel:
+        if not _cancel(api, run):
+            _record(ledger, plan, run)
+        raise InvalidSources(f"{plan.name}: Kaggle made {run.label} but refused {refused}; it was cancelled, as it "
+                             "cannot run without them")
     return run
+
+
+def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Callable[[float], None]) -> PushResult:
+    """SaveKernel, never simply repeated: after a lost answer, Kaggle is asked whether the version was made
+    (the target's current version against the one before the push) and the push is sent again only if not."""
+    for attempt in range(1, api.retry.attempts + 1):
+        try:
+            return api.push(plan.folder)
+        except AnswerLost as e:
+            lost = e
+        current = api.current_version(intent.kernel)
+        outcome = pushed_outcome(intent, current.version if current else None, current.time if current else "",
+                                 now_iso(), in_flight=False)
+        if outcome == Pushed.CREATED and current is not None:
+            api.counters["push_found_after_lost_answer"] += 1
+            return PushResult(intent.kernel, current.version, "", 0)
+        api.counters["push_sent_again"] += 1
+        if attempt < api.retry.attempts:
+            sleep(api.retry.backoff(attempt))
+    raise KaggleError(f"the push of {plan.name} kept losing its answer ({lost}); Kaggle shows no new version "
+                      f"of {intent.kernel}; try again later")
+
+
+def _record(ledger: Ledger, plan: PushPlan, run: Version) -> None:
+    """Write `run` (an intent or an answer) as the latest version of each experiment the plan records."""
+    with ledger.update(backup=False) as entries:
+        for name, settings_hash in plan.recorded.items():
+            entry = entries.get(name)
+            if entry is None or entry.kernel != plan.kernel:
+                entry = entries[name] = Record(plan.kernel)
+            entry.pack = plan.pack
+            entry.record(dataclasses.replace(run, settings_hash=settings_hash))
+
+
+def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version) -> None:
+    with ledger.update(backup=False) as entries:
+        for name in plan.recorded:
+            entry = entries.get(name)
+            if entry is not None:
+                entry.versions = [r for r in entry.versions if not (r.pushing and r.pushed_at == intent.pushed_at)]
+                if not entry.versions:
+                    del entries[name]
+
+
+def _cancel(api: KaggleKernels, run: Version) -> bool:
+    """Cancel a version that cannot run; a failure to do so is noted in its failure (False), not raised."""
+    try:
+        if not run.session_id:
+            raise KaggleError("Kaggle's answer named no session to cancel")
+        api.cancel(run.session_id)
+        return True
+    except KaggleError as e:
+        run.failure += f" (could not cancel it: {e}; cancel it on kaggle.com)"
+        return False
 
 
 def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **fields) -> dict[str, StatusRow]:
@@ -134,7 +230,7 @@ def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **f
     pack = plan.name if plan.members else ""
     if run is None:
         return {n: StatusRow(n, plan.kernel, pack=pack, **fields) for n in plan.recorded}
-    rows = {n: row_for(n, plan.kernel, run, pack) for n in plan.recorded}
+    rows = {n: row_for(n, run.kernel or plan.kernel, run, pack) for n in plan.recorded}
     for row in rows.values():
         row.attempt = attempt
     return rows
@@ -169,13 +265,15 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
             p, state="would " + p.action if p.action != PlanAction.SKIP else RowState.SKIPPED,
             failure=p.reason).values()]
         return report
+    if todo:
+        Ledger(ws.results).check_writable()  # a push that Kaggle runs must reach the ledger
     _check_quota(api, report, todo, observer)
     rows = {n: row for p in plans for n, row in _plan_rows(
         p, state=RowState.SKIPPED if p.action == PlanAction.SKIP else RowState.TO_PUSH, failure=p.reason).items()}
     if options.wait:
         _Waiter(ws, api, todo, rows, options, observer, sleep).run()
     else:
-        _push_each(ws, api, todo, rows, observer)
+        _push_each(ws, api, todo, rows, observer, sleep)
     report.rows = list(rows.values())
     return report
 
@@ -195,18 +293,18 @@ def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], o
 
 
 def _push_each(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: dict[str, StatusRow],
-               observer: Observer) -> None:
+               observer: Observer, sleep: Callable[[float], None]) -> None:
     """Push every plan once; the session cap stops the batch, saying what was pushed."""
     pushed: list[str] = []
     for plan in todo:
         try:
-            run = push_one(ws, api, plan)
+            run = push_one(ws, api, plan, sleep=sleep)
         except SessionCapError as e:
             done = f" (pushed: {', '.join(pushed)})" if pushed else ""
             raise SessionCapError(f"{e}{done}; use --wait to push the rest as slots free up") from None
         pushed.append(plan.name)
         rows.update(_plan_rows(plan, run, attempt=1))
-        observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+        observer.event(f"pushed {plan.name} as {run.label} ({plan.reason})")
 
 
 def _sessions(entries: dict[str, Record]) -> dict[str, list[str]]:
@@ -267,8 +365,9 @@ class _Waiter:
             if self.attempts[unit] <= self.options.retries:
                 plan = self.plans[unit]
                 entries = self.ledger.load()
-                plan.action, plan.reason, plan.resumes = combine(
-                    {n: resume_decision(entries[n], h) for n, h in plan.recorded.items()})
+                decisions = {n: resume_decision(entries[n], h) for n, h in plan.recorded.items()}
+                plan.action, plan.reason, plan.resumes = combine(decisions)
+                plan.resuming = resuming(decisions, plan.action)
                 self.queue.append(plan)
                 self.observer.event(f"{unit}: {why}; pushing again ({plan.reason})")
             else:
@@ -280,7 +379,7 @@ class _Waiter:
         while self.queue and len(self.active) < self.options.max_running:
             plan = self.queue[0]
             try:
-                run = push_one(self.ws, self.api, plan)
+                run = push_one(self.ws, self.api, plan, sleep=self.sleep)
             except SessionCapError:  # Kaggle counts sessions we cannot see (another machine): wait for one to end
                 for name in plan.recorded:
                     self.rows[name].state = RowState.WAITING
@@ -297,7 +396,7 @@ class _Waiter:
             self.attempts[plan.name] += 1
             self.active[plan.name] = list(plan.recorded)
             self.rows.update(_plan_rows(plan, run, attempt=self.attempts[plan.name]))
-            self.observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+            self.observer.event(f"pushed {plan.name} as {run.label} ({plan.reason})")
 
     def _refresh_active(self) -> None:
         with self.ledger.update() as entries:
@@ -310,13 +409,13 @@ class _Waiter:
                         refresh_entry(self.api, name, entry)
                     except KernelError as e:  # not on Kaggle (deleted there, or another account's): holds no slot
                         if unit in self.plans:
-                            self.rows[name] = StatusRow(name, entry.kernel, entry.latest.version, RowState.UNKNOWN,
-                                                        failure=str(e))
+                            self.rows[name] = StatusRow(name, entry.kernel_of(entry.latest), entry.latest.version,
+                                                        RowState.UNKNOWN, failure=str(e))
                         else:
                             self.active.pop(unit, None)
                             self.observer.event(f"{name}: not counted as running: {e}")
                             break
                         continue
-                    row = row_for(name, entry.kernel, entry.latest, entry.pack_name)
+                    row = row_for(name, entry.kernel_of(entry.latest), entry.latest, entry.pack_name)
                     row.attempt = self.attempts[unit]
                     self.rows[name] = row
