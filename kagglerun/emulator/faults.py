@@ -5,7 +5,8 @@ Every fault is off (rate 0) by default. A rate is a probability per opportunity:
   `http_429` (with a Retry-After of `retry_after` seconds), `drop` (the socket is closed without a
   response), `slow` (the response waits `slow_seconds`);
 - per API request after it was handled (its effect stays, the answer is lost on its way back, so a
-  retried push would make a second version): `drop_after` (the socket is closed), `http_500_after`;
+  retried push would make a second version): `drop_after` (the socket is closed), `http_500_after`
+  (`after_only` = an RPC name such as "SaveKernel" keeps them to that method);
 - per file download: `truncate` (fewer bytes than Content-Length, then the connection closes);
 - per push: `cap_reject` (refused with Kaggle's session-cap message even below the cap);
 - per session: `crash` (the kernel dies `crash_after` seconds into the run, ERROR), `timeout` (the session
@@ -47,6 +48,7 @@ class FaultConfig:
     slow_seconds: float = 1.0
     crash_after: float = 1.0  # seconds of running before an injected crash
     timeout_after: float = 2.0  # the time limit an injected timeout enforces, in seconds of running
+    after_only: str = ""  # the one RPC whose answers drop_after / http_500_after lose (all when empty)
     seed: int | None = None
 
     def __post_init__(self):
@@ -63,7 +65,7 @@ class FaultConfig:
     def parse(cls, spec: str | None, seed: int | None = None) -> FaultConfig:
         """Build from 'http_500=0.05,truncate=0.1,slow_seconds=2' (`all=RATE` sets every rate first)."""
         values: dict[str, float] = {}
-        fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"seed", "after_only"}
         items = [item.strip() for item in (spec or "").split(",") if item.strip()]
         for item in sorted(items, key=lambda i: not i.startswith("all=")):  # `all` first, so others override it
             name, sep, value = item.partition("=")
@@ -109,8 +111,10 @@ class FaultInjector:
                 return fault
         return None
 
-    def after_fault(self) -> str | None:
-        """The fault that loses a handled request's answer now, if any: 'drop_after' or 'http_500_after'."""
+    def after_fault(self, method: str) -> str | None:
+        """The fault that loses the answer of `method`, handled, now, if any: 'drop_after' or 'http_500_after'."""
+        if self.config.after_only not in ("", method):
+            return None
         for fault in _AFTER_FAULTS:
             if self.roll(fault):
                 return fault

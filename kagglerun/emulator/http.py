@@ -126,7 +126,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _lose_answer(self, method: str) -> bool:
         """Maybe lose the answer of a request that was handled (its effect stays); True when lost."""
-        fault = self.server.service.faults.after_fault()
+        fault = self.server.service.faults.after_fault(method)
         if fault is None:
             return False
         log.info("fault: %s after %s was handled", fault, method)

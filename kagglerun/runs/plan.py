@@ -195,4 +195,4 @@ def pushed_outcome(intent: Version, current: int | None, current_time: str, now:
     waited = _seconds(now, intent.pushed_at)
     if not in_flight:
         return Pushed.ABSENT
-    return Pushed.ABSENT if waited is None or waited > IN_FLIGHT_SECONDS else Pushed.UNKNOWN
+    return Pushed.ABSENT if waited is None or waited >= IN_FLIGHT_SECONDS else Pushed.UNKNOWN

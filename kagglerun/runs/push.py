@@ -143,7 +143,11 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
     current = api.current_version(target)
     intent = Version(version=0, settings_hash="", core_hash=plan.core_hash, pushed_at=now_iso(), state=PUSHING,
                      kernel=target, prior_version=current.version if current else 0)
-    _record(ledger, plan, intent)
+    try:
+        _record(ledger, plan, intent)
+    except OSError as e:
+        raise LedgerError(f"{ledger.path}: cannot record the push of {plan.name} ({e.strerror or e}); "
+                          "nothing was pushed") from None
     try:
         result = _push_once(api, plan, intent, sleep)
     except KaggleError:  # refused outright (cap, quota, permission): no version was made
@@ -161,7 +165,8 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
     try:
         _record(ledger, plan, run)
     except (OSError, LedgerError) as e:
-        raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({e}); "
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({why}); "
                           "the next command finds it on Kaggle") from None
     if cancel:
         if not _cancel(api, run):
@@ -248,6 +253,8 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
     "stopped" though Kaggle says complete), up to `retries` times; return when all have finished.
     `dry_run` renders and plans only, with no network (`api` may then be None)."""
     owner = api.username if api is not None else default_owner()
+    if api is not None and not options.dry_run:
+        Ledger(ws.results).check_writable()  # before anything is pushed: a push that Kaggle runs must reach the ledger
     if api is not None:  # decide on current states: a run the ledger last saw running may have ended
         with Ledger(ws.results).update() as entries:
             for name in [*names, *(m for group in packs for m in group)]:
@@ -265,8 +272,6 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
             p, state="would " + p.action if p.action != PlanAction.SKIP else RowState.SKIPPED,
             failure=p.reason).values()]
         return report
-    if todo:
-        Ledger(ws.results).check_writable()  # a push that Kaggle runs must reach the ledger
     _check_quota(api, report, todo, observer)
     rows = {n: row for p in plans for n, row in _plan_rows(
         p, state=RowState.SKIPPED if p.action == PlanAction.SKIP else RowState.TO_PUSH, failure=p.reason).items()}
