@@ -20,6 +20,7 @@ import dataclasses
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 # The names a rate can be given for; `all=RATE` in a spec sets every one of them.
 FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "timeout", "stale",
@@ -64,7 +65,7 @@ class FaultConfig:
     @classmethod
     def parse(cls, spec: str | None, seed: int | None = None) -> FaultConfig:
         """Build from 'http_500=0.05,truncate=0.1,slow_seconds=2' (`all=RATE` sets every rate first)."""
-        values: dict[str, float] = {}
+        values: dict[str, Any] = {}
         fields = {f.name for f in dataclasses.fields(cls)} - {"seed", "after_only"}
         items = [item.strip() for item in (spec or "").split(",") if item.strip()]
         for item in sorted(items, key=lambda i: not i.startswith("all=")):  # `all` first, so others override it

@@ -102,6 +102,11 @@ class InvalidSources(KaggleError):
     """Kaggle made the version but refused some of its sources; it was recorded and cancelled."""
 
 
+class PushUnknown(KaggleError):
+    """A push's answer was lost and Kaggle could not be asked whether it made the version: the ledger keeps
+    the intent ("pushing: answer unknown") for the next command to settle."""
+
+
 def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
               packs: list[list[str]] | tuple[()] = ()) -> list[PushPlan]:
     """Render every experiment and pack for `owner` (all or nothing) and decide, from the ledger, what to push."""
@@ -150,7 +155,9 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
                           "nothing was pushed") from None
     try:
         result = _push_once(api, plan, intent, sleep)
-    except KaggleError:  # refused outright (cap, quota, permission): no version was made
+    except PushUnknown:
+        raise
+    except KaggleError:  # refused outright (cap, quota, permission), or lost and not made: no version exists
         _forget_intent(ledger, plan, intent)
         raise
     run = Version(version=result.version, settings_hash="", core_hash=plan.core_hash, pushed_at=intent.pushed_at,
@@ -184,7 +191,11 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
             return api.push(plan.folder)
         except AnswerLost as e:
             lost = e
-        current = api.current_version(intent.kernel)
+        try:
+            current = api.current_version(intent.kernel)
+        except KaggleError as e:
+            raise PushUnknown(f"{plan.name}: {lost}, and Kaggle could not be asked whether it made the version "
+                              f"({e}); `kagglerun status` asks again") from None
         outcome = pushed_outcome(intent, current.version if current else None, current.time if current else "",
                                  now_iso(), in_flight=False)
         if outcome == Pushed.CREATED and current is not None:

@@ -113,6 +113,8 @@ def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
                     refresh_entry(api, name, entries[name])
                 except KernelError as e:
                     unknown[name] = str(e)
+                if not entries[name].versions:  # its only push made no version on Kaggle
+                    del entries[name]
         rows = [_row(n, entries[n]) if n in entries else row_for(n, "", None) for n in wanted]
     for row in rows:
         if row.experiment in unknown:
