@@ -183,3 +183,24 @@ def test_a_results_folder_that_cannot_be_written_is_found_before_anything_is_pus
     with pytest.raises(LedgerError, match="cannot write the ledger there .*nothing was pushed"):
         push_experiments(ws, ["one"], api=_api(held.url))
     assert _kernel_sessions(held, _kernel(ws)) == 0
+
+
+def test_a_lost_answer_that_kaggle_cannot_be_asked_about_keeps_the_intent(ws, held, monkeypatch):
+    held.emulator.set_faults(FaultConfig(drop_after=1.0, after_only="SaveKernel"))
+    real_ask, asked = KaggleKernels.current_version, []
+
+    def unreachable_after_the_push(self, kernel):
+        asked.append(kernel)
+        if len(asked) > 1:  # the network went down with the push's answer
+            raise KaggleError("cannot reach Kaggle at … for the version query: connection refused")
+        return real_ask(self, kernel)
+
+    monkeypatch.setattr(KaggleKernels, "current_version", unreachable_after_the_push)
+    with pytest.raises(KaggleError, match="could not be asked whether it made the version"):
+        push_experiments(ws, ["one"], api=_api(held.url))
+    assert Ledger(ws.results).entry("one").latest.pushing  # not forgotten: the version may exist
+    monkeypatch.setattr(KaggleKernels, "current_version", real_ask)
+    held.emulator.set_faults(FaultConfig())
+    push_experiments(ws, ["one"], api=_api(held.url))  # settles it first: found, so nothing is pushed again
+    assert [(r.version, r.state) for r in Ledger(ws.results).entry("one").versions] == [(1, "queued")]
+    assert _kernel_sessions(held, _kernel(ws)) == 1

@@ -149,7 +149,7 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
     intent = Version(version=0, settings_hash="", core_hash=plan.core_hash, pushed_at=now_iso(), state=PUSHING,
                      kernel=target, prior_version=current.version if current else 0)
     try:
-        _record(ledger, plan, intent)
+        replaced = _record(ledger, plan, intent)
     except OSError as e:
         raise LedgerError(f"{ledger.path}: cannot record the push of {plan.name} ({e.strerror or e}); "
                           "nothing was pushed") from None
@@ -158,7 +158,7 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
     except PushUnknown:
         raise
     except KaggleError:  # refused outright (cap, quota, permission), or lost and not made: no version exists
-        _forget_intent(ledger, plan, intent)
+        _forget_intent(ledger, plan, intent, replaced)
         raise
     run = Version(version=result.version, settings_hash="", core_hash=plan.core_hash, pushed_at=intent.pushed_at,
                   resumes=plan.resumes.version if plan.action == PlanAction.RESUME and plan.resumes else None,
@@ -195,7 +195,7 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
             current = api.current_version(intent.kernel)
         except KaggleError as e:
             raise PushUnknown(f"{plan.name}: {lost}, and Kaggle could not be asked whether it made the version "
-                              f"({e}); `kagglerun status` asks again") from None
+                              f"({e}); 'kagglerun status' asks again") from None
         outcome = pushed_outcome(intent, current.version if current else None, current.time if current else "",
                                  now_iso(), in_flight=False)
         if outcome == Pushed.CREATED and current is not None:
@@ -208,18 +208,24 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
                       f"of {intent.kernel}; try again later")
 
 
-def _record(ledger: Ledger, plan: PushPlan, run: Version) -> None:
-    """Write `run` (an intent or an answer) as the latest version of each experiment the plan records."""
+def _record(ledger: Ledger, plan: PushPlan, run: Version) -> dict[str, Record]:
+    """Write `run` (an intent or an answer) as the latest version of each experiment the plan records; returns
+    the records it replaced (of another kernel: the experiment's slug changed)."""
+    replaced = {}
     with ledger.update(backup=False) as entries:
         for name, settings_hash in plan.recorded.items():
             entry = entries.get(name)
             if entry is None or entry.kernel != plan.kernel:
+                if entry is not None:
+                    replaced[name] = entry
                 entry = entries[name] = Record(plan.kernel)
             entry.pack = plan.pack
             entry.record(dataclasses.replace(run, settings_hash=settings_hash))
+    return replaced
 
 
-def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version) -> None:
+def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version, replaced: dict[str, Record]) -> None:
+    """Take back the intent of a push that made no version, and any record it replaced."""
     with ledger.update(backup=False) as entries:
         for name in plan.recorded:
             entry = entries.get(name)
@@ -227,6 +233,8 @@ def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version) -> None:
                 entry.versions = [r for r in entry.versions if not (r.pushing and r.pushed_at == intent.pushed_at)]
                 if not entry.versions:
                     del entries[name]
+            if name in replaced and name not in entries:
+                entries[name] = replaced[name]
 
 
 def _cancel(api: KaggleKernels, run: Version) -> bool:
