@@ -204,3 +204,15 @@ def test_a_lost_answer_that_kaggle_cannot_be_asked_about_keeps_the_intent(ws, he
     push_experiments(ws, ["one"], api=_api(held.url))  # settles it first: found, so nothing is pushed again
     assert [(r.version, r.state) for r in Ledger(ws.results).entry("one").versions] == [(1, "queued")]
     assert _kernel_sessions(held, _kernel(ws)) == 1
+
+
+def test_a_version_found_after_a_lost_answer_is_checked_for_refused_sources(ws, held):
+    held.emulator.set_faults(FaultConfig(drop_after=1.0, after_only="SaveKernel"))
+    (ws.experiments / "one.toml").write_text((ws.experiments / "one.toml").read_text()
+                                             + f'kernel_sources = ["{USER}/no-such-kernel"]\n')
+    # the answer that named the session is lost, so it cannot be cancelled from here: said, and recorded
+    with pytest.raises(KaggleError, match=f"refused kernel sources {USER}/no-such-kernel; it cannot run without "
+                                          "them and could not be cancelled .*: cancel it on kaggle.com"):
+        push_experiments(ws, ["one"], api=_api(held.url))
+    (run,) = Ledger(ws.results).entry("one").versions
+    assert run.version == 1 and "could not be cancelled" in run.failure and _kernel_sessions(held, _kernel(ws)) == 1

@@ -189,7 +189,7 @@ class KaggleKernels:
         when = meta.last_run_time.isoformat() if meta.last_run_time else ""
         if when and meta.last_run_time.tzinfo is None:  # the SDK parses Kaggle's "Z" times as naive UTC
             when += "+00:00"
-        return KernelVersion(int(meta.current_version_number), when)
+        return KernelVersion(int(meta.current_version_number), when, tuple(meta.kernel_data_sources or ()))
 
     def status(self, kernel: str, version: int | None = None) -> SessionStatus:
         """The state of the kernel's session (of `version` when given, else the latest)."""

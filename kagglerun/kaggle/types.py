@@ -27,6 +27,7 @@ class KernelVersion:
 
     version: int
     time: str = ""
+    kernel_sources: tuple[str, ...] = ()  # the kernels its current version was given as inputs
 
 
 @dataclass(frozen=True)

@@ -176,10 +176,13 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
         raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({why}); "
                           "the next command finds it on Kaggle") from None
     if cancel:
-        if not _cancel(api, run):
+        cancelled = _cancel(api, run)
+        if not cancelled:
+            run.failure = f"Kaggle refused {refused}; it cannot run without them and {cancelled.why}"
             _record(ledger, plan, run)
-        raise InvalidSources(f"{plan.name}: Kaggle made {run.label} but refused {refused}; it was cancelled, as it "
-                             "cannot run without them")
+        raise InvalidSources(f"{plan.name}: Kaggle made {run.label} but refused {refused}; "
+                             + ("it was cancelled, as it cannot run without them" if cancelled else
+                                f"it cannot run without them and {cancelled.why}"))
     return run
 
 
@@ -200,7 +203,11 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
                                  now_iso(), in_flight=False)
         if outcome == Pushed.CREATED and current is not None:
             api.counters["push_found_after_lost_answer"] += 1
-            return PushResult(intent.kernel, current.version, "", 0)
+            # the lost answer would have listed refused sources: a kernel source missing from the version is one
+            given = {k.lower() for k in current.kernel_sources}
+            sent = json.loads((plan.folder / METADATA_FILE).read_text()).get("kernel_sources") or []
+            missing = [k for k in sent if k.lower() not in given]
+            return PushResult(intent.kernel, current.version, "", 0, {"kernel": missing} if missing else {})
         api.counters["push_sent_again"] += 1
         if attempt < api.retry.attempts:
             sleep(api.retry.backoff(attempt))
@@ -237,16 +244,25 @@ def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version, replaced: di
                 entries[name] = replaced[name]
 
 
-def _cancel(api: KaggleKernels, run: Version) -> bool:
-    """Cancel a version that cannot run; a failure to do so is noted in its failure (False), not raised."""
+class _Cancelled:
+    """Whether a cancel went through (truthy), and why not."""
+
+    def __init__(self, why: str = ""):
+        self.why = why
+
+    def __bool__(self) -> bool:
+        return not self.why
+
+
+def _cancel(api: KaggleKernels, run: Version) -> _Cancelled:
+    """Cancel a version that cannot run; a failure to do so is returned, not raised."""
     try:
         if not run.session_id:
             raise KaggleError("Kaggle's answer named no session to cancel")
         api.cancel(run.session_id)
-        return True
+        return _Cancelled()
     except KaggleError as e:
-        run.failure += f" (could not cancel it: {e}; cancel it on kaggle.com)"
-        return False
+        return _Cancelled(f"could not be cancelled ({e}): cancel it on kaggle.com")
 
 
 def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **fields) -> dict[str, StatusRow]:
