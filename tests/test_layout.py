@@ -12,7 +12,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "kagglerun"
 PAYLOAD = ("kagglerun.core", "kagglerun.scratch")
 # What the payload may import besides itself: the standard library and the numeric stack a Kaggle image has
-PAYLOAD_THIRD_PARTY = {"torch", "torchvision", "numpy", "matplotlib", "sklearn", "PIL", "cupy", "IPython"}
+PAYLOAD_THIRD_PARTY = {"torch", "torchvision", "numpy", "matplotlib", "sklearn", "scipy", "pandas", "PIL", "cupy",
+                       "IPython"}  # all on Kaggle's image
 
 
 def _module_name(path: Path) -> str:

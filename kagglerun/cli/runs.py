@@ -38,9 +38,16 @@ def run(experiment: str, fresh: bool, **overrides: object) -> None:
         summary = run_local(workspace(), experiment, overrides=dotted, fresh=fresh, observer=observer)
     line = text(experiment, "bold")
     best = summary["best_test_acc"]
-    line.append(f": {summary['state']}, best test accuracy "
-                + (f"{best:.2f} % at epoch {summary['best_epoch']}" if best is not None else "n/a")
-                + f" of {summary['epochs_done']}")
+    if summary.get("selection") == "val" and summary.get("test_acc_at_best") is not None:
+        line.append(f": {summary['state']}, test accuracy {summary['test_acc_at_best']:.2f} % at epoch "
+                    f"{summary['best_epoch']} of {summary['epochs_done']} (chosen on validation accuracy, "
+                    f"{summary['best_val_acc']:.2f} %); best test accuracy {best:.2f} %")
+    else:
+        line.append(f": {summary['state']}, best test accuracy "
+                    + (f"{best:.2f} % at epoch {summary['best_epoch']}" if best is not None else "n/a")
+                    + f" of {summary['epochs_done']}")
+    if summary.get("stop_reason"):
+        line.append(f"; {summary['stop_reason']}")
     console.print(line)
 
 

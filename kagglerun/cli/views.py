@@ -147,7 +147,7 @@ def failure_lines(rows: list[StatusRow]) -> list[Text]:
 
 # The terminal table's short headers: it must fit 80 columns, where the files have room for words.
 _TERMINAL_HEADERS = {"epochs": "done", "best test acc (%)": "best %", "best epoch": "@epoch",
-                     "final test acc (%)": "final %", "wall time": "time"}
+                     "final test acc (%)": "final %", "wall time": "time", "test acc at best val (%)": "val-chosen %"}
 
 
 def report_table(report: Report) -> Table:

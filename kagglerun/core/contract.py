@@ -1,10 +1,12 @@
 """The output contract: the files every run leaves in its output folder, written atomically after each epoch.
 
     settings.json          the resolved settings (written by the notebook before the core runs)
-    history.csv            one row per finished epoch: HISTORY_COLUMNS
+    history.csv            one row per finished epoch: HISTORY_COLUMNS (+ VAL_COLUMNS with a validation split);
+                           lr is the learning rate of the epoch's first step
     summary.json           SUMMARY_KEYS: state, best and final accuracy, params, time, device, versions, hashes
     checkpoint_last.pt     everything needed to resume (model, optimizer, schedule, scaler, RNG, history)
-    checkpoint_best.pt     the weights of the best test-accuracy epoch
+    checkpoint_best.pt     the weights of the best epoch: on validation accuracy with data.val_split
+                           (summary "selection" = "val"), else on test accuracy ("test")
     curves.png             train and test loss, test accuracy (%) against epoch
     manifest.json          {file name: {"size": bytes, "sha256": hex}} of the files above, written last
 
@@ -36,11 +38,17 @@ LOG_FILE = "log.txt"  # not the core's: the session log that `pull` leaves besid
 CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+VAL_COLUMNS = ("val_loss", "val_acc")  # history columns of a run with a validation split (data.val_split)
 RUN_STATES = ("running", "complete", "stopped", "failed")
+# best_epoch: the epoch chosen on `selection` ("val" accuracy with a split, else "test");
+# test_acc_at_best: its test accuracy (the result); best_test_acc: the best test accuracy of any epoch;
+# stopped_early / stop_reason: training.early_stopping_patience ended a complete run before its last epoch.
 SUMMARY_KEYS = (
     "experiment", "state", "engine", "epochs_done", "epochs_total", "best_test_acc", "best_epoch",
     "final_test_acc", "final_test_loss", "params", "total_seconds", "device", "precision", "versions",
     "settings_hash", "core_hash", "started_at", "updated_at", "resumed_from_epoch", "error",
+    "selection", "best_val_acc", "test_acc_at_best", "stopped_early", "stop_reason", "num_classes", "class_names",
+    "data_sizes",
 )
 
 
@@ -104,11 +112,12 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def write_history(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    columns = HISTORY_COLUMNS + (VAL_COLUMNS if rows and "val_acc" in rows[0] else ())
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in HISTORY_COLUMNS})
+        writer.writerow({k: _fmt(row[k]) for k in columns})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -116,7 +125,8 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         rows = []
         for row in csv.DictReader(f):
-            rows.append({k: (int(row[k]) if k == "epoch" else float(row[k])) for k in HISTORY_COLUMNS})
+            columns = [k for k in HISTORY_COLUMNS + VAL_COLUMNS if k in row]
+            rows.append({k: (int(row[k]) if k == "epoch" else float(row[k])) for k in columns})
         return rows
 
 
@@ -176,6 +186,10 @@ def plot_curves(path: str | os.PathLike[str], rows: list[dict[str, Any]], title:
     ax_loss.legend()
     ax_acc.plot(epochs, [r["train_acc"] for r in rows], label="train acc", alpha=0.6)
     ax_acc.plot(epochs, [r["test_acc"] for r in rows], label="test acc")
+    if rows and "val_acc" in rows[0]:
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], label="val loss")
+        ax_loss.legend()
+        ax_acc.plot(epochs, [r["val_acc"] for r in rows], label="val acc")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()

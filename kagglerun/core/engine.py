@@ -16,6 +16,8 @@ class Data:
 
     train_x, test_x: uint8 tensors [N, C, H, W] (CPU); train_y, test_y: int64 tensors [N].
     mean, std: per-channel normalisation applied after augmentation, on images scaled to [0, 1].
+    val_x, val_y: the validation set held out of train (data.val_split), or None.
+    class_names: one name per class, as the data set calls them.
     """
 
     name: str
@@ -26,6 +28,9 @@ class Data:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    val_x: Any = None
+    val_y: Any = None
+    class_names: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -50,11 +55,13 @@ class Engine(Protocol):
         """Train one epoch; return (mean per-sample loss, accuracy in %). `progress(done, total)` per batch."""
         ...
 
-    def evaluate(self) -> tuple[float, float]:
-        """Test set in eval mode: (mean per-sample loss, accuracy in %)."""
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
+        """The test (or "val") set in eval mode: (mean per-sample plain cross-entropy, accuracy in %)."""
         ...
 
-    def current_lr(self) -> float: ...
+    def current_lr(self) -> float:
+        """The learning rate the next optimizer step uses."""
+        ...
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: weights, optimizer, schedule, scaler, RNG (picklable by torch.save)."""

@@ -35,6 +35,45 @@ def pick_precision(wanted: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
 
 
+def make_optimizer(params: Any, t: dict[str, Any], extra: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+    """training.optimizer as torch builds it: Adam, AdamW (decoupled weight decay) or SGD (with nesterov)."""
+    extra = extra or {}
+    if t["optimizer"] in ("adam", "adamw"):
+        cls = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
+        return cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"], **extra)
+    return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
+                           nesterov=t.get("nesterov", False), **extra)
+
+
+def make_schedule(opt: torch.optim.Optimizer, t: dict[str, Any],
+                  steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
+    """training.lr_schedule as a torch scheduler, and whether it steps after every batch (else every epoch).
+
+    cosine: CosineAnnealingLR(T_max=epochs) per epoch, as the seed; with warmup_epochs, per step, a linear
+    warmup from lr / warmup steps to lr, then a cosine to 0 at the last step. onecycle: OneCycleLR per step
+    with max_lr = lr, its rising phase warmup_epochs long (else torch's 30 %). step: StepLR per epoch."""
+    schedule, epochs = t["lr_schedule"], t["epochs"]
+    warm = round(t.get("warmup_epochs", 0.0) * steps_per_epoch)
+    total = epochs * steps_per_epoch
+    if schedule == "cosine" and warm:
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs), False
+    if schedule == "onecycle":
+        pct = t["warmup_epochs"] / epochs if t.get("warmup_epochs") else 0.3
+        cycle_momentum = t["optimizer"] != "sgd" or t["momentum"] > 0
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=total, pct_start=pct,
+                                                   cycle_momentum=cycle_momentum), True
+    if schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t["step_size"], gamma=t["gamma"]), False
+    return None, False
+
+
 @register_engine("torch")
 class TorchEngine:
     """Trains one experiment with PyTorch on one device."""
@@ -70,20 +109,13 @@ class TorchEngine:
         # fused: one kernel for all parameters, and with fp16 the gradient scaler hands it the inf check as
         # a tensor instead of reading it on the host every step
         fused = {"fused": True} if dev.type == "cuda" else {}
-        self.opt: torch.optim.Optimizer
-        self.sched: torch.optim.lr_scheduler.LRScheduler | None
-        if t["optimizer"] == "adam":
-            self.opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], betas=tuple(t["betas"]),
-                                        weight_decay=t["weight_decay"], **fused)
-        else:
-            self.opt = torch.optim.SGD(self.model.parameters(), lr=t["lr"], momentum=t["momentum"],
-                                       weight_decay=t["weight_decay"], **fused)
-        if t["lr_schedule"] == "cosine":
-            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=t["epochs"])
-        elif t["lr_schedule"] == "step":
-            self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=t["step_size"], gamma=t["gamma"])
-        else:
-            self.sched = None
+        self.val_x = data.val_x.to(dev) if data.val_x is not None else None
+        self.val_y = data.val_y.to(dev) if data.val_y is not None else None
+        self.steps_per_epoch = math.ceil(self.train_x.shape[0] / t["batch_size"])
+        self.opt = make_optimizer(self.model.parameters(), t, fused)
+        self.sched, self.sched_per_step = make_schedule(self.opt, t, self.steps_per_epoch)
+        self.label_smoothing = float(t.get("label_smoothing", 0.0))
+        self.grad_clip_norm = t.get("grad_clip_norm")
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
 
@@ -134,29 +166,37 @@ class TorchEngine:
             y = self.train_y.index_select(0, idx)
             with self._autocast():
                 logits = self.forward(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.grad_clip_norm is not None:
+                self.scaler.unscale_(self.opt)  # clip the true gradients (a no-op without fp16's scaler)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
             self.scaler.step(self.opt)
             self.scaler.update()
+            if self.sched_per_step and self.sched is not None:
+                self.sched.step()
             loss_sum += loss.detach().float() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             if progress is not None:
                 progress(step + 1, steps)
-        if self.sched is not None:
+        if self.sched is not None and not self.sched_per_step:
             self.sched.step()
         return float(loss_sum) / n, 100.0 * float(correct) / n
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
         self.model.eval()
-        n = self.test_x.shape[0]
+        images, labels = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        if images is None or labels is None:
+            raise RuntimeError(f"no {split} set (data.val_split is not set)")
+        n = images.shape[0]
         bs = max(self.t["batch_size"], 512)
         loss_sum = torch.zeros((), device=self.dev)
         correct = torch.zeros((), device=self.dev, dtype=torch.int64)
         for start in range(0, n, bs):
-            x = self._batch(self.test_x[start : start + bs])
-            y = self.test_y[start : start + bs]
+            x = self._batch(images[start : start + bs])
+            y = labels[start : start + bs]
             with self._autocast():
                 logits = self.forward(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")

@@ -43,8 +43,11 @@ def resume_key(settings: dict[str, Any]) -> str:
     """What must match for a checkpoint to be resumed: everything that shapes training except its length
     (so raising training.epochs continues a finished run) and the Kaggle and report sections."""
     s = json.loads(json.dumps(settings))
-    for key in ("epochs", "time_budget_minutes", "device"):
-        s["training"].pop(key, None)
+    # OneCycleLR's schedule is fixed by the run's length: a longer run is a new one
+    kept = ("epochs",) if s["training"].get("lr_schedule") == "onecycle" else ()
+    for key in ("epochs", "time_budget_minutes", "device", "early_stopping_patience"):
+        if key not in kept:
+            s["training"].pop(key, None)
     for section in ("kaggle", "report", "name", "description"):
         s.pop(section, None)
     return settings_hash(s)
@@ -119,7 +122,9 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         "final_test_acc": None, "final_test_loss": None, "params": None, "total_seconds": 0.0,
         "device": None, "precision": None, "versions": _versions(), "settings_hash": settings_hash(settings),
         "core_hash": core_hash, "started_at": now_iso(), "updated_at": now_iso(), "resumed_from_epoch": None,
-        "error": None,
+        "error": None, "selection": "val" if settings["data"].get("val_split") else "test", "best_val_acc": None,
+        "test_acc_at_best": None, "stopped_early": False, "stop_reason": None, "num_classes": None,
+        "class_names": None, "data_sizes": None,
     }
     atomic_write_json(out / SETTINGS_FILE, settings)
     try:
@@ -132,9 +137,15 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
             raise RuntimeError(planned_resume_missing(resume, out))
         data = load_data(settings)
         engine = engine_cls(settings, data)
-        summary.update(params=engine.param_count(), device=engine.device, precision=engine.precision)
-        log(f"{name}: {summary['engine']} engine, {data.name} ({len(data.train_y)} train / {len(data.test_y)} test), "
-            f"{summary['params']:,} parameters, {engine.device}, {engine.precision}")
+        sizes = {"train": len(data.train_y), "val": len(data.val_y) if data.val_y is not None else 0,
+                 "test": len(data.test_y)}
+        summary.update(params=engine.param_count(), device=engine.device, precision=engine.precision,
+                       num_classes=data.num_classes, class_names=list(data.class_names), data_sizes=sizes)
+        val_part = f" / {sizes['val']} val" if sizes["val"] else ""
+        log(f"{name}: {summary['engine']} engine, {data.name} ({sizes['train']} train{val_part} / {sizes['test']} test, "
+            f"{data.num_classes} classes), {summary['params']:,} parameters, {engine.device}, {engine.precision}")
+        on_val = summary["selection"] == "val"
+        patience = t.get("early_stopping_patience")
         history: list[dict[str, Any]] = []
         best = {"acc": -1.0, "epoch": 0}
         previous_seconds = 0.0
@@ -154,6 +165,12 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
         last_epoch_seconds = 0.0
         first_epoch = len(history) + 1
         for epoch in range(first_epoch, t["epochs"] + 1):
+            if patience and history and len(history) - best["epoch"] >= patience:
+                summary["stopped_early"] = True
+                summary["stop_reason"] = (f"early stopping: no better validation accuracy in the {patience} epochs "
+                                          f"after epoch {best['epoch']} ({best['acc']:.2f} %)")
+                log(summary["stop_reason"])
+                break
             # Every session trains at least one epoch; after that, stop before an epoch would overrun the budget.
             if epoch > first_epoch and time.time() - session_start + 1.2 * last_epoch_seconds > budget:
                 summary["state"] = "stopped"
@@ -161,15 +178,21 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
                 log(summary["error"])
                 break
             start = time.time()
+            lr = engine.current_lr()  # what this epoch trains with (the scheduler steps during or after it)
             train_loss, train_acc = engine.train_epoch(epoch)
             test_loss, test_acc = engine.evaluate()
-            last_epoch_seconds = time.time() - start
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": engine.current_lr(), "seconds": last_epoch_seconds}
+                   "test_acc": test_acc, "lr": lr}
+            if on_val:
+                row["val_loss"], row["val_acc"] = engine.evaluate("val")
+            last_epoch_seconds = time.time() - start
+            row["seconds"] = last_epoch_seconds
             history.append(row)
-            if test_acc > best["acc"]:
-                best = {"acc": test_acc, "epoch": epoch}
-                save_checkpoint(out / CHECKPOINT_BEST, {"epoch": epoch, "test_acc": test_acc, "weights": engine.weights(),
+            chosen = row["val_acc"] if on_val else test_acc
+            if chosen > best["acc"]:
+                best = {"acc": chosen, "epoch": epoch, "test_acc": test_acc}
+                save_checkpoint(out / CHECKPOINT_BEST, {"epoch": epoch, "test_acc": test_acc, "val_acc": row.get("val_acc"),
+                                                        "selection": summary["selection"], "weights": engine.weights(),
                                                         "settings_hash": summary["settings_hash"]})
             total = previous_seconds + (time.time() - session_start)
             save_checkpoint(out / CHECKPOINT_LAST, {
@@ -177,8 +200,9 @@ def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core
                 "total_seconds": total, "started_at": summary["started_at"], "settings_hash": summary["settings_hash"],
             })
             _publish(out, summary, history, best, total, name)
-            log(f"epoch {epoch:>4}/{t['epochs']}  train loss {train_loss:.4f} acc {train_acc:6.2f}  "
-                f"test loss {test_loss:.4f} acc {test_acc:6.2f}  lr {row['lr']:.2e}  {last_epoch_seconds:6.1f}s")
+            val_text = f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2f}  " if on_val else ""
+            log(f"epoch {epoch:>4}/{t['epochs']}  train loss {train_loss:.4f} acc {train_acc:6.2f}  {val_text}"
+                f"test loss {test_loss:.4f} acc {test_acc:6.2f}  lr {lr:.2e}  {last_epoch_seconds:6.1f}s")
         if summary["state"] == "running":
             summary["state"] = "complete"
         _publish(out, summary, history, best, previous_seconds + time.time() - session_start, name)
@@ -200,9 +224,12 @@ def _publish(out: Path, summary: dict[str, Any], history: list[dict[str, Any]], 
         plot_curves(out / CURVES_FILE, history, name)
         last = history[-1]
         summary.update(final_test_acc=last["test_acc"], final_test_loss=last["test_loss"])
+    chosen = history[best["epoch"] - 1] if best["epoch"] else None
     summary.update(
-        epochs_done=len(history), best_test_acc=best["acc"] if best["epoch"] else None,
+        epochs_done=len(history), best_test_acc=max(r["test_acc"] for r in history) if history else None,
         best_epoch=best["epoch"] or None, total_seconds=round(total, 2), updated_at=now_iso(),
+        test_acc_at_best=chosen["test_acc"] if chosen else None,
+        best_val_acc=chosen.get("val_acc") if chosen else None,
     )
     atomic_write_json(out / SUMMARY_FILE, summary)
     write_manifest(out)

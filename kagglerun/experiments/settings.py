@@ -30,7 +30,16 @@ class ModelSettings(_Section):
 class DataSettings(_Section):
     """The data set, its augmentation and its normalisation."""
 
-    dataset: Literal["cifar10", "mnist", "digits", "synthetic"]
+    # Official files (attached input, data folder, or a download with internet), or a user's own:
+    # "imagefolder" (data.path: one sub-folder per class) and "csv" (data.path: a pixel table).
+    dataset: Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "kmnist", "svhn", "digits", "synthetic",
+                     "imagefolder", "csv"]
+    path: str | None = None  # imagefolder / csv: a folder or file; relative ones are looked up in inputs and data
+    label_column: str = "label"  # csv: the column holding the class
+    image_shape: tuple[int, int, int] | None = None  # csv: [C, H, W] of the pixel columns
+    image_size: int | None = Field(None, ge=4, le=1024)  # resize every image to image_size x image_size
+    test_split: float = Field(0.2, gt=0.0, lt=1.0)  # imagefolder / csv without a test set: stratified holdout
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)  # stratified fraction of train held out for validation
     synthetic_like: Literal["cifar10", "mnist"] = "cifar10"  # shape of the synthetic tensors
     synthetic_train: int = Field(2048, ge=1)
     synthetic_test: int = Field(512, ge=1)
@@ -62,16 +71,23 @@ class DataSettings(_Section):
 class TrainingSettings(_Section):
     """Optimisation: optimizer, schedule, length, precision and where it runs."""
 
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(3e-4, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam only
-    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    nesterov: bool = False  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW only
+    # cosine: CosineAnnealingLR per epoch, or with warmup_epochs a linear warmup then cosine, per step;
+    # onecycle: OneCycleLR per step up to lr (its warm phase warmup_epochs long, else 30 % of the run)
+    lr_schedule: Literal["none", "cosine", "step", "onecycle"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine and onecycle only
     step_size: int = Field(30, ge=1)  # epochs between decays (lr_schedule = "step")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     epochs: int = Field(ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # of the training loss (test loss stays plain)
+    grad_clip_norm: float | None = Field(None, gt=0.0)  # clip the global gradient norm to this
+    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without a better val acc (needs val_split)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on T4, bf16 on Ampere+
@@ -147,10 +163,39 @@ class Settings(_Section):
         return validate_settings(data, f"overrides for {self.name}")
 
 
+def combination_problems(s: Settings) -> list[tuple[str, str]]:
+    """Keys whose value is valid alone but not with the others: (dotted key, what is wrong), in file order."""
+    d, t = s.data, s.training
+    problems: list[tuple[str, str]] = []
+    if d.dataset in ("imagefolder", "csv") and not d.path:
+        problems.append(("data.path", f"dataset {d.dataset!r} needs data.path (a folder or file of your data)"))
+    if d.dataset == "csv" and d.image_shape is None:
+        problems.append(("data.image_shape", "dataset 'csv' needs data.image_shape = [C, H, W]"))
+    if d.image_shape is not None and min(d.image_shape) < 1:
+        problems.append(("data.image_shape", f"every dimension must be at least 1, got {list(d.image_shape)}"))
+    if t.nesterov and (t.optimizer != "sgd" or t.momentum <= 0):
+        problems.append(("training.nesterov", "needs optimizer = 'sgd' and momentum > 0"))
+    if t.warmup_epochs and t.lr_schedule not in ("cosine", "onecycle"):
+        problems.append(("training.warmup_epochs", f"only with lr_schedule 'cosine' or 'onecycle', not {t.lr_schedule!r}"))
+    if t.warmup_epochs >= t.epochs:
+        problems.append(("training.warmup_epochs", f"must be less than training.epochs ({t.epochs})"))
+    if t.early_stopping_patience is not None and not d.val_split:
+        problems.append(("training.early_stopping_patience", "needs data.val_split > 0 (it watches validation accuracy)"))
+    if s.engine == "scratch":
+        lacking = {"training.optimizer": t.optimizer == "adamw", "training.nesterov": t.nesterov,
+                   "training.lr_schedule": t.lr_schedule == "onecycle", "training.warmup_epochs": bool(t.warmup_epochs),
+                   "training.label_smoothing": bool(t.label_smoothing), "training.grad_clip_norm": t.grad_clip_norm is not None}
+        for key, used in lacking.items():
+            if used:
+                value = getattr(t, key.split(".")[1])
+                problems.append((key, f"{value!r} is not available with engine = 'scratch' (use engine = 'torch')"))
+    return problems
+
+
 def validate_settings(data: dict[str, Any], source: str) -> Settings:
     try:
         # JSON mode keeps strict typing (no "150" for 150) while accepting arrays as tuples and ints as floats.
-        return Settings.model_validate_json(json.dumps(data, default=str))
+        settings = Settings.model_validate_json(json.dumps(data, default=str))
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -163,3 +208,9 @@ def validate_settings(data: dict[str, Any], source: str) -> Settings:
             msg = f"{msg}, got {err.get('input')!r}"
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise ExperimentError(f"{source}: {key}: {msg}{more}") from None
+    problems = combination_problems(settings)
+    if problems:
+        key, msg = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ExperimentError(f"{source}: {key}: {msg}{more}")
+    return settings

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.contract import HISTORY_COLUMNS, HISTORY_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE
+from ..core.contract import HISTORY_COLUMNS, HISTORY_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, VAL_COLUMNS
 from ..errors import WorkspaceError
 
 LOG_TAIL_LINES = 30
@@ -32,7 +32,7 @@ class Result:
     settings: dict[str, Any]
     flat: dict[str, Any]  # settings flattened to dotted keys, lists as tuples
     summary: dict[str, Any]
-    history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch found, sorted, possibly with gaps
+    history: pd.DataFrame  # HISTORY_COLUMNS + VAL_COLUMNS (NaN without a split), one row per epoch found, sorted
     log_tail: str | None
 
     @property
@@ -68,9 +68,27 @@ class Result:
         return done
 
     @property
+    def selection(self) -> str:
+        """What the best epoch was chosen on: "val" (data.val_split) or "test" (no split: the seed's way)."""
+        return "val" if self.summary.get("selection") == "val" else "test"
+
+    @property
+    def chosen(self) -> tuple[float | None, int | None, float | None]:
+        """With a validation split: the test accuracy at the epoch of best validation accuracy (the result),
+        that epoch, and its validation accuracy; (None, None, None) without one."""
+        if self.selection != "val":
+            return None, None, None
+        return (as_float(self.summary.get("test_acc_at_best")), as_int(self.summary.get("best_epoch")),
+                as_float(self.summary.get("best_val_acc")))
+
+    @property
     def best(self) -> tuple[float | None, int | None]:
-        """Best test accuracy and its epoch: the summary's, else found in the history."""
+        """Best test accuracy and its epoch: the summary's, else found in the history. With a validation
+        split the summary's best epoch is chosen on validation accuracy, so the epoch comes from the history."""
         acc, epoch = as_float(self.summary.get("best_test_acc")), as_int(self.summary.get("best_epoch"))
+        if self.selection == "val":
+            scored = self.history.dropna(subset=["test_acc"])
+            epoch = int(scored.loc[scored["test_acc"].idxmax(), "epoch"]) if len(scored) else None
         if acc is None:
             scored = self.history.dropna(subset=["test_acc"])
             if len(scored):
@@ -152,8 +170,8 @@ def _read_history(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         frame = pd.DataFrame()
     # The checks below cost more than reading; a well-formed file (the usual case) skips the repairs.
-    if list(frame.columns) != list(HISTORY_COLUMNS):
-        frame = frame.reindex(columns=list(HISTORY_COLUMNS))
+    if list(frame.columns) != list(HISTORY_COLUMNS + VAL_COLUMNS):
+        frame = frame.reindex(columns=list(HISTORY_COLUMNS + VAL_COLUMNS))
     if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
         frame = frame.apply(pd.to_numeric, errors="coerce")
     if frame["epoch"].dtype.kind != "i":

@@ -82,6 +82,10 @@ def group_table(entries: list[Column]) -> pd.DataFrame:
         rows["Seeds"] = [f"{len(e.runs)}: " + e.setting("training.seed") for e in entries]
     if not all(e.complete for e in entries):
         rows["State"] = [e.state + ("" if e.complete else f" ({_progress(e)})") for e in entries]
+    if any(r.selection == "val" for r in runs):  # the result: test accuracy where validation chose
+        rows["BestValAcc"] = [_stat([r.chosen[2] for r in e.runs], 2) for e in entries]
+        rows["TestAccAtBestVal"] = [_stat([r.chosen[0] for r in e.runs], 2) for e in entries]
+        rows["BestValEpoch"] = [_stat([r.chosen[1] for r in e.runs], 0) for e in entries]
     rows["BestTestAcc"] = [_stat([r.best[0] for r in e.runs], 2) for e in entries]
     rows["BestEpoch"] = [_stat([r.best[1] for r in e.runs], 0) for e in entries]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[e.title for e in entries])
@@ -91,6 +95,7 @@ def group_table(entries: list[Column]) -> pd.DataFrame:
 
 MAIN_COLUMNS = ("experiment", "group", "state", "epochs", "best test acc (%)", "best epoch",
                 "final test acc (%)", "params", "wall time", "device")
+VAL_COLUMN = "test acc at best val (%)"  # shown after "best epoch" when a run has a validation split
 
 
 def main_table(entries: list[Column]) -> pd.DataFrame:
@@ -107,7 +112,14 @@ def main_table(entries: list[Column]) -> pd.DataFrame:
         "wall time": _duration(_mean([r.seconds for r in e.runs])),  # mean over seeds
         "device": ", ".join(dict.fromkeys(str(r.summary.get("device") or "–") for r in e.runs)),
     } for e in entries]
-    return pd.DataFrame(rows, columns=list(MAIN_COLUMNS))
+    columns = list(MAIN_COLUMNS)
+    if any(r.selection == "val" for e in entries for r in e.runs):
+        columns.insert(columns.index("best epoch") + 1, VAL_COLUMN)
+        for row, e in zip(rows, entries, strict=True):
+            vals = [r.chosen for r in e.runs]
+            row[VAL_COLUMN] = "–" if all(v[0] is None for v in vals) else \
+                f"{_stat([v[0] for v in vals], 2)} @ {_stat([v[1] for v in vals], 0)}"
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -127,12 +139,15 @@ def summary_frame(runs: list[Result]) -> pd.DataFrame:
             "best_test_acc": best_acc, "best_epoch": best_epoch, "final_test_acc": run.final_acc,
             "params": as_int(run.summary.get("params")), "wall_seconds": run.seconds,
             "device": run.summary.get("device"), "state": run.state,
-            "epochs_done": run.epochs_done, "epochs_total": run.epochs_total,
+            "epochs_done": run.epochs_done, "epochs_total": run.epochs_total, "selection": run.selection,
+            "best_val_acc": run.chosen[2], "test_acc_at_best_val": run.chosen[0], "best_val_epoch": run.chosen[1],
         })
         rows.append(row)
     columns = ["experiment", *varying, "best_test_acc", "best_epoch", "final_test_acc", "params",
-               "wall_seconds", "device", "state", "epochs_done", "epochs_total"]
-    return pd.DataFrame(rows, columns=columns).astype({"best_epoch": "Int64", "params": "Int64"})
+               "wall_seconds", "device", "state", "epochs_done", "epochs_total", "selection", "best_val_acc",
+               "test_acc_at_best_val", "best_val_epoch"]
+    return pd.DataFrame(rows, columns=columns).astype({"best_epoch": "Int64", "params": "Int64",
+                                                       "best_val_epoch": "Int64"})
 
 
 def _csv_value(value: Any) -> Any:

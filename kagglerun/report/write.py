@@ -86,6 +86,15 @@ def _problem(run: Result, anchor: str) -> dict[str, Any]:
             "updated": str(run.summary.get("updated_at") or ""), "log_tail": run.log_tail}
 
 
+def _classes(run: Result, shown: int = 12) -> str:
+    """The data set's classes as its summary names them, e.g. "3 classes: cat, dog, eel" ("" if unknown)."""
+    names = run.summary.get("class_names")
+    if not isinstance(names, list) or not names:
+        return ""
+    listed = ", ".join(map(str, names[:shown])) + (", …" if len(names) > shown else "")
+    return f"{len(names)} classes: {listed}"
+
+
 def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str] | None = None, *,
                  templates: Path | None = None, workers: int | None = 1) -> Report:
     """Build the comparison report of the runs in `results_dir` (default output: `results_dir/report`).
@@ -111,8 +120,12 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
     for run in ordered_runs:
         acc, epoch = run.best
         best = f"best {acc:.2f} % @ {epoch}" if acc is not None else "no epoch yet"
+        at_val, val_epoch, _ = run.chosen
+        if at_val is not None:  # the result first: the test accuracy where validation chose
+            best = f"{at_val:.2f} % @ {val_epoch} (chosen on val), best test {best.removeprefix('best ')}"
         note = "" if run.state == "complete" else f" ({run.state}, {run.epochs_done}/{run.epochs_total or '?'})"
-        jobs.append(RunFigure(run_curves(run), f"{run.name}: {best}{note}", (acc, epoch), run.epochs_total))
+        marked = (at_val, val_epoch) if at_val is not None else (acc, epoch)  # the result's epoch
+        jobs.append(RunFigure(run_curves(run), f"{run.name}: {best}{note}", marked, run.epochs_total))
     for name, members in groups.items():
         jobs.append(GroupFigure(f"{name}: test accuracy and test loss", [entry_curves(e) for e in members]))
     pngs = draw_all(jobs, workers)
@@ -149,8 +162,12 @@ def build_report(results_dir: Path, out_dir: Path | None = None, names: list[str
                     "pooled": any(len(e.runs) > 1 for e in groups[name]), "figure": figure(len(ordered_runs) + i)}
                    for i, name in enumerate(groups)],
         "problems": [_problem(r, "run-" + safe_names[ordered_runs.index(r)]) for r in problem_runs],
+        # runs whose best epoch was chosen on the test set (no data.val_split): the report says so
+        "test_selected": [r.name for r in ordered_runs if r.selection == "test"],
+        "val_selected": any(r.selection == "val" for r in ordered_runs),
         "skipped": [vars(s) for s in skipped],
-        "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i)}
+        "runs": [{"name": r.name, "anchor": "run-" + safe_names[i], "state": r.state, "figure": figure(i),
+                  "classes": _classes(r), "stop_reason": str(r.summary.get("stop_reason") or "")}
                  for i, r in enumerate(ordered_runs)],
     }
     env = environment(templates, report=True)

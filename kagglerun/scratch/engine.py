@@ -23,6 +23,18 @@ from .optimizers import SGD, Adam
 SCRATCH_EVAL_BATCH = 256  # evaluation batch floor: larger ones only cost host memory in NumPy
 
 
+def unsupported(settings: dict[str, Any]) -> str | None:
+    """One line naming the first setting this engine cannot honour (the torch engine can), or None."""
+    t = settings["training"]
+    lacking = {"optimizer": t["optimizer"] == "adamw", "nesterov": t.get("nesterov", False),
+               "lr_schedule": t["lr_schedule"] == "onecycle", "warmup_epochs": bool(t.get("warmup_epochs")),
+               "label_smoothing": bool(t.get("label_smoothing")), "grad_clip_norm": t.get("grad_clip_norm") is not None}
+    for key, used in lacking.items():
+        if used:
+            return f"training.{key}: {t[key]!r} is not available with engine = 'scratch' (use engine = 'torch')"
+    return None
+
+
 def lr_at(t: dict[str, Any], done: int) -> float:
     """The learning rate after `done` finished epochs, as torch's CosineAnnealingLR / StepLR give it."""
     if t["lr_schedule"] == "cosine":
@@ -41,6 +53,9 @@ class ScratchEngine:
 
     def __init__(self, settings: dict[str, Any], data: Data):
         t = settings["training"]
+        refused = unsupported(settings)
+        if refused:
+            raise ValueError(refused)
         self.t, self.data_settings = t, settings["data"]
         on_gpu = use_cupy(t["device"] != "cpu")
         if t["device"] == "cuda" and not on_gpu:
@@ -57,6 +72,7 @@ class ScratchEngine:
             self.opt = SGD(self.model.parameters(), lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
         self.train_x, self.train_y = data.train_x, data.train_y
         self.test_x, self.test_y = data.test_x, data.test_y
+        self.val_x, self.val_y = data.val_x, data.val_y
         self.mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -98,14 +114,17 @@ class ScratchEngine:
         self.opt.lr = lr_at(self.t, epoch)  # what the next epoch uses, as torch's scheduler reports it
         return loss_sum / n, 100.0 * correct / n
 
-    def evaluate(self) -> tuple[float, float]:
-        n = int(self.test_x.shape[0])
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
+        images, labels = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        if images is None or labels is None:
+            raise RuntimeError(f"no {split} set (data.val_split is not set)")
+        n = int(images.shape[0])
         bs = max(self.t["batch_size"], SCRATCH_EVAL_BATCH)
         loss_sum, correct = 0.0, 0
         with no_grad(), eval_mode():
             for start in range(0, n, bs):
-                x = self._batch(self.test_x[start : start + bs], None)
-                y = self.xp.asarray(self.test_y[start : start + bs].numpy())
+                x = self._batch(images[start : start + bs], None)
+                y = self.xp.asarray(labels[start : start + bs].numpy())
                 logits = self.model(x)
                 loss_sum += float(softmax_cross_entropy(logits, y).data) * len(y)
                 correct += int((logits.data.argmax(axis=1) == y).sum())
