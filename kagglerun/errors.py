@@ -69,5 +69,10 @@ class SessionCapError(KaggleError):
     """Kaggle refused to start a session: the user already runs the maximum number of GPU sessions."""
 
 
+class AnswerLost(KaggleError):
+    """A request that must not simply be sent again (a push) reached Kaggle, but its answer was lost (the
+    connection dropped, timed out, or a server error came back): Kaggle may or may not have acted on it."""
+
+
 class PullError(KaggleError):
     """Outputs could not be pulled, or what came back failed verification."""

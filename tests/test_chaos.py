@@ -1,11 +1,13 @@
 """Chaos: 20 tiny experiments through an emulator with every fault switched on, under Kaggle's cap of two
-sessions. All must end complete and pulled, with continuous histories and a consistent ledger."""
+sessions, answers lost after the server acted included. All must end complete and pulled, with continuous
+histories and a consistent ledger: every session the emulator ran is in the ledger, none twice."""
 
 from __future__ import annotations
 
 import csv
 import json
 import time
+from collections import Counter
 
 import pytest
 from helpers import KEY, USER, make_workspace, start_emulator, tiny_toml
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.slow  # trains, runs notebooks or waits on the emulator
 EXPERIMENTS = 20
 EPOCHS = 2
 FAULT_RATES = dict(http_500=0.03, http_503=0.03, http_429=0.03, drop=0.03, slow=0.03, truncate=0.04,
-                   cap_reject=0.15, crash=0.08, oom=0.04, timeout=0.08, stale=0.25)
+                   cap_reject=0.15, crash=0.08, oom=0.04, timeout=0.08, stale=0.25, drop_after=0.04,
+                   http_500_after=0.04)
 
 # The workspace's own main cell (it overrides the package's): the real epoch loop, resume and output
 # contract, without the costs a tiny run does not need: importing torchvision for its version string
@@ -55,6 +58,7 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
         pulled = pull_experiments(ws, names, api=api, sleep=lambda s: time.sleep(0.05))
         elapsed = time.time() - start
         stats = handle.stats()
+        sessions = Counter(f"{s.owner}/{s.slug}" for s in handle.emulator.state.sessions.values())
     finally:
         handle.stop()
 
@@ -66,12 +70,16 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
     resumed = 0
     for name in names:
         entry = entries[name]
-        versions = [r.version for r in entry.versions]
-        assert versions == sorted(set(versions)), f"{name}: versions out of order {versions}"
+        versions = [(r.kernel, r.version) for r in entry.versions]
+        assert len(set(versions)) == len(versions), f"{name}: a version recorded twice {versions}"
+        for kernel in {k for k, _ in versions}:
+            numbers = [v for k, v in versions if k == kernel]
+            assert numbers == list(range(1, len(numbers) + 1)), f"{name}: {kernel} versions {numbers}"
         assert all(r.finished and r.state != "complete" for r in entry.versions[:-1]), name
         latest = entry.latest
         assert latest.state == "complete" and latest.pulled_at and latest.epochs_done == EPOCHS, name
-        assert latest.resumes is None or latest.resumes in versions[:-1]
+        assert latest.resumes is None or ((latest.source, latest.resumes) in versions[:-1]
+                                          and latest.source != latest.kernel)
         folder = ws.result_dir(name)
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["state"] == "complete" and summary["settings_hash"] == latest.settings_hash
@@ -81,9 +89,13 @@ def test_chaos_every_fault_survived(tmp_path, monkeypatch):
             assert file_sha256(folder / file) == expected["sha256"]
         resumed += summary["resumed_from_epoch"] is not None
 
+    # No duplicate session, nothing lost: every session Kaggle ran is one ledger version, and no kernel was its own source
+    recorded = Counter(r.kernel for e in entries.values() for r in e.versions)
+    assert sessions == recorded and stats["self_sources_refused"] == 0
     injected = {k: v for k, v in stats["faults_injected"].items() if v}
+    assert injected.get("drop_after", 0) + injected.get("http_500_after", 0) > 0  # answers were lost after acting
     extra_versions = sum(len(e.versions) - 1 for e in entries.values())
     print(f"\nchaos: {EXPERIMENTS} experiments, cap 2, {elapsed:.0f} s ({pushed_s:.0f} s pushing and following)")
     print(f"faults injected: {sum(injected.values())} {injected}")
     print(f"survived by the client: {dict(sorted(api.counters.items()))}; versions pushed again: {extra_versions} "
-          f"({resumed} resumed from a checkpoint); experiments lost: 0")
+          f"({resumed} resumed from a checkpoint); experiments lost: 0; duplicate sessions: 0")

@@ -81,3 +81,27 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     run(tiny(1), tmp_path, log=lambda _: None)
     with pytest.raises(RuntimeError, match="written by different settings"):
         run(tiny(2, lr=0.5), tmp_path, log=lambda _: None)
+
+
+def test_a_planned_resume_without_its_checkpoint_fails_at_once_in_one_line(tmp_path, monkeypatch):
+    """Kaggle refused or dropped the source: no training from epoch 1, the data never loaded."""
+    from kagglerun.core import train
+
+    (tmp_path / "input" / "kagglerun-t-b").mkdir(parents=True)
+    monkeypatch.setenv("KAGGLERUN_INPUT", str(tmp_path / "input"))
+    monkeypatch.setattr(train, "load_data", lambda settings: pytest.fail("loaded data for a run that cannot resume"))
+    resume = {"from": "ann/kagglerun-t-b", "version": 3}
+    with pytest.raises(RuntimeError) as e:
+        run(tiny(2), tmp_path / "working", log=lambda _: None, resume=resume)
+    assert "push planned a resume from ann/kagglerun-t-b v3, but no checkpoint_last.pt" in str(e.value)
+    assert "\n" not in str(e.value) and not (tmp_path / "working" / "history.csv").exists()
+    assert json.loads((tmp_path / "working" / "summary.json").read_text())["state"] == "failed"
+
+
+def test_the_furthest_of_several_attached_checkpoints_is_resumed(tmp_path, monkeypatch):
+    run(tiny(1), tmp_path / "input" / "a-older", log=lambda _: None)
+    run(tiny(2), tmp_path / "input" / "b-newer", log=lambda _: None)
+    monkeypatch.setenv("KAGGLERUN_INPUT", str(tmp_path / "input"))
+    summary = run(tiny(3), tmp_path / "working", log=lambda _: None, resume={"from": "ann/x", "version": 1})
+    assert summary["resumed_from_epoch"] == 2
+    assert [r["epoch"] for r in read_history(tmp_path / "working" / "history.csv")] == [1, 2, 3]

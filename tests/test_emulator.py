@@ -249,6 +249,53 @@ def test_failure_time_limit_and_sources(start, tmp_path):
     assert [e["data"] for e in outputs(kernels, "reads-source")[1] if e["stream_name"] == "stdout"] == ["42\n", "a,b\n\n"]
 
 
+def get_kernel(kernels, slug, owner=USER):
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+    request = ApiGetKernelRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    return kernels.get_kernel(request)
+
+
+def test_a_kernel_listing_itself_as_a_source_is_refused_and_runs_without_it(start):
+    """As Kaggle answers a source it cannot add: the version is made, the source comes back in
+    invalidKernelSources and is not mounted; a partner kernel's output is."""
+    handle = start()
+    kernels = api(handle)
+    push(kernels, "own-output", "open('checkpoint.txt', 'w').write('7')")
+    assert wait(kernels, "own-output").status.name == "COMPLETE"
+    listing = "import os\nprint(sorted(os.listdir(os.environ['KAGGLERUN_INPUT'])))"
+    again = push(kernels, "own-output", listing, kernel_data_sources=[f"{USER}/own-output"])
+    assert again.version_number == 2 and again.invalid_kernel_sources == [f"{USER}/own-output"]
+    assert wait(kernels, "own-output", 2).status.name == "COMPLETE"
+    assert [e["data"] for e in outputs(kernels, "own-output", 2)[1]] == ["[]\n"]  # nothing mounted
+    partner = push(kernels, "own-output-b", listing, kernel_data_sources=[f"{USER}/own-output"])
+    assert not partner.invalid_kernel_sources and wait(kernels, "own-output-b").status.name == "COMPLETE"
+    assert [e["data"] for e in outputs(kernels, "own-output-b")[1]] == ["['own-output']\n"]
+    assert handle.stats()["self_sources_refused"] == 1
+
+    # GetKernel: the current version and when it last ran, what a client asks after a lost push answer
+    meta = get_kernel(kernels, "own-output").metadata
+    assert meta.current_version_number == 2 and meta.last_run_time is not None and meta.slug == "own-output"
+    assert get_kernel(kernels, "own-output-b").metadata.kernel_data_sources == [f"{USER}/own-output"]
+    with pytest.raises(requests.HTTPError) as denied:
+        get_kernel(kernels, "never-pushed")
+    assert denied.value.response.status_code == 403
+
+
+def test_faults_after_the_request_was_handled_lose_only_the_answer(start):
+    handle = start(faults=FaultConfig(drop_after=1.0))
+    kernels = api(handle)
+    with pytest.raises(requests.ConnectionError):
+        push(kernels, "answer-lost", "print(1)")
+    handle.emulator.set_faults(FaultConfig(http_500_after=1.0))
+    with pytest.raises(requests.HTTPError) as e500:
+        push(kernels, "answer-lost", "print(2)")
+    assert e500.value.response.status_code == 500
+    handle.emulator.set_faults(FaultConfig())
+    assert get_kernel(kernels, "answer-lost").metadata.current_version_number == 2  # both pushes were made
+
+
 def test_state_survives_a_restart(start, tmp_path):
     handle = start(queue_s=3600)  # stays QUEUED while this server lives
     kernels = api(handle)

@@ -123,8 +123,9 @@ def test_five_experiments_wait_under_a_cap_of_two(emulator, tmp_path, monkeypatc
 
 
 def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch):
-    """A run stopped mid-way (here cancelled, as Kaggle's time limit would kill it) is pushed again with its
-    own output attached and continues from its checkpoint: one continuous history. Output of the previous
+    """A run stopped mid-way (here cancelled, as Kaggle's time limit would kill it) is pushed again to its
+    partner kernel with the first one's output attached and continues from its checkpoint: one continuous
+    history. Output of the previous
     version served as the latest is detected and never used."""
     from kagglerun.emulator.faults import FaultConfig
 
@@ -147,7 +148,17 @@ def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch
         runs = Ledger(ws.results).entry("long_a").versions
         assert [r.state for r in runs] == ["cancel_acknowledged", "complete"]
         assert runs[0].has_checkpoint and runs[1].resumes == 1, report.plans[0].reason
+        # resumed in the partner kernel, given the first kernel's output: no kernel is its own source
+        assert [r.kernel for r in runs] == [f"{USER}/kagglerun-long-a", f"{USER}/kagglerun-long-a-b"]
+        assert runs[1].source == runs[0].kernel and handle.stats()["self_sources_refused"] == 0
 
+        assert pull_one(ws, api, "long_a").action == "pulled"
+        summary = check_contract(ws.results / "long_a", ExperimentStore(ws.experiments).load("long_a").hash, 8)
+        assert summary["resumed_from_epoch"] >= 2
+
+        # Pushed afresh (--force) into its own kernel again, as v2: that kernel's v1 output served as v2's is refused
+        push_experiments(ws, ["long_a"], api=api, options=PushOptions(force=True, wait=True, poll_seconds=0.5))
+        assert Ledger(ws.results).entry("long_a").latest.label == f"{USER}/kagglerun-long-a v2"
         before = snapshot(ws.results)
         handle.emulator.set_faults(FaultConfig(stale=1.0, seed=3))
         with pytest.raises(PullError, match="stale output: it was written at .* before v2 was pushed"):
@@ -157,8 +168,7 @@ def test_cancelled_run_resumes_and_stale_output_is_refused(tmp_path, monkeypatch
 
         handle.emulator.set_faults(FaultConfig())
         assert pull_one(ws, api, "long_a").action == "pulled"
-        summary = check_contract(ws.results / "long_a", ExperimentStore(ws.experiments).load("long_a").hash, 8)
-        assert summary["resumed_from_epoch"] >= 2
+        check_contract(ws.results / "long_a", ExperimentStore(ws.experiments).load("long_a").hash, 8)
     finally:
         handle.stop()
 
@@ -173,6 +183,11 @@ def settled(tmp_path):
         {"version": 1, "settings_hash": "x", "core_hash": "y", "pushed_at": "2024-01-01T00:00:00+00:00",
          "state": "running"}]}}}
     (ws / "results" / "ledger.json").write_text(json.dumps(ledger, indent=2))
+    # as the ledger writes it, every field spelt out: a push refused outright then leaves its bytes as they were
+    entries = Ledger(ws / "results").load()
+    (ws / "results" / "ledger.json").unlink()
+    with Ledger(ws / "results").update() as fresh:
+        fresh.update(entries)
     return ws
 
 

@@ -151,7 +151,7 @@ def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch
         entries = Ledger(ws.results).load()
         assert entries["tiny_a"].latest.state == "error" and entries["tiny_a"].latest.run_state == "complete"
         # The pack is pushed again for the failed member; the completed one is carried over from its
-        # checkpoint in the attached output of v1, and trains nothing.
+        # checkpoint in the attached output of v1 (the partner kernel's input), and trains nothing.
         code, out, err = cli("push", "--pack", "tiny_a,nodata_b", "--dry-run")
         assert code == 0 and "would resume" in out and "nodata_b: v1 ended failed" in out, out
         assert "tiny_a complete" in out and "carried over" in out and "tiny_a:" not in out, out
@@ -160,7 +160,9 @@ def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch
         assert pull_one(ws, api, "tiny_a").action == "pulled"
         carried = json.loads((ws.results / "tiny_a" / "summary.json").read_text())
         assert carried["resumed_from_epoch"] == 1 and carried["epochs_done"] == 1 and carried["state"] == "complete"
-        assert Ledger(ws.results).entry("tiny_a").latest.version == 2
+        # resumed in the pack's partner kernel, given the output of its first: no kernel is its own source
+        latest = Ledger(ws.results).entry("tiny_a").latest
+        assert (latest.kernel, latest.version, latest.source) == (KERNEL_FAILED + "-b", 1, KERNEL_FAILED)
         check_contract(ws.results / "tiny_a", ExperimentStore(ws.experiments).load("tiny_a").hash, 1)
 
         # A member that left no output at all (its process died before writing) fails at once, with the

@@ -9,18 +9,35 @@ import pandas as pd
 import pytest
 
 from kagglerun.report import Result, pool_seeds
-from kagglerun.runs.ledger import Record, Version
-from kagglerun.runs.plan import combine, decide, resume_decision
+from kagglerun.runs.ledger import PUSHING, Record, Version
+from kagglerun.runs.plan import (
+    Pushed,
+    Resume,
+    combine,
+    decide,
+    must_cancel,
+    partner_kernel,
+    partner_title,
+    pushed_outcome,
+    resume_decision,
+    resuming,
+    target_kernel,
+)
 from kagglerun.states import PlanAction
 
 KERNEL = "ann/kagglerun-a"
+PARTNER = "ann/kagglerun-a-b"
 S, C = "s" * 16, "c" * 16  # the settings and core hashes rendered now
 
 
 def version(n: int, state: str = "complete", run_state: str = "complete", *, settings: str = S, core: str = C,
-            checkpoint: bool = True) -> Version:
-    return Version(version=n, settings_hash=settings, core_hash=core, pushed_at="2026-01-01T00:00:00+00:00",
-                   state=state, run_state=run_state, has_checkpoint=checkpoint)
+            checkpoint: bool = True, kernel: str = KERNEL, at: str = "") -> Version:
+    return Version(version=n, settings_hash=settings, core_hash=core, pushed_at=at or f"2026-01-01T00:0{n}:00+00:00",
+                   state=state, run_state=run_state, has_checkpoint=checkpoint, kernel=kernel)
+
+
+def resume(n: int, kernel: str = KERNEL) -> Resume:
+    return Resume(kernel, n, f"2026-01-01T00:0{n}:00+00:00")
 
 
 DECISIONS = [
@@ -44,39 +61,119 @@ DECISIONS = [
      PlanAction.PUSH, "no checkpoint, starting over", None),
     # a pack member that completed in a kernel that failed is complete
     (Record(KERNEL, [version(1, "error", "complete")]), False, PlanAction.SKIP, "unchanged since v1", 1),
+    # a push whose answer never came is never pushed over (its version may be running)
+    (Record(KERNEL, [version(1), Version(0, S, C, "2026-01-01T00:09:00+00:00", PUSHING, kernel=PARTNER)]), True,
+     PlanAction.SKIP, "pushing: answer unknown", None),
+    # a run that went on in the partner kernel resumes from the partner's checkpoint
+    (Record(KERNEL, [version(1, run_state="stopped"), version(1, run_state="stopped", kernel=PARTNER)]), False,
+     PlanAction.RESUME, "resuming from its checkpoint", 1),
 ]
 
 
 @pytest.mark.parametrize(("record", "force", "action", "reason", "resumes"), DECISIONS)
 def test_decide(record, force, action, reason, resumes):
     got = decide(record, KERNEL, S, C, force)
-    assert (got[0], got[2]) == (action, resumes) and reason in got[1], got
+    assert (got[0], got[2] and got[2].version) == (action, resumes) and reason in got[1], got
 
 
-COMBINATIONS = [
-    # (member decisions, expected action, words in the reason, version resumed)
-    ({"a": (PlanAction.PUSH, "never pushed", None)}, PlanAction.PUSH, "never pushed", None),
-    ({"a": (PlanAction.SKIP, "unchanged", 3), "b": (PlanAction.SKIP, "unchanged", None)}, PlanAction.SKIP,
-     "a: unchanged; b: unchanged", None),
-    # b must go again; a completed with a checkpoint and is carried over from it: the pack resumes
-    ({"a": (PlanAction.SKIP, "unchanged", 3), "b": (PlanAction.PUSH, "settings changed", None)}, PlanAction.RESUME,
-     "b: settings changed; a complete, carried over from its checkpoint", 3),
-    ({"a": (PlanAction.SKIP, "unchanged", None), "b": (PlanAction.PUSH, "settings changed", None)}, PlanAction.PUSH,
-     "b: settings changed", None),
-    ({"a": (PlanAction.RESUME, "stopped", 2), "b": (PlanAction.RESUME, "stopped", 4)}, PlanAction.RESUME,
-     "a: stopped; b: stopped", 4),
+ALTERNATIONS = [
+    # (versions (kernel, state, run_state, checkpoint), the kernel pushed to, the kernel given as source)
+    ([], KERNEL, None),
+    ([(KERNEL, "complete", "stopped", True)], PARTNER, KERNEL),
+    ([(KERNEL, "complete", "stopped", True), (PARTNER, "complete", "stopped", True)], KERNEL, PARTNER),
+    ([(KERNEL, "complete", "stopped", True), (PARTNER, "complete", "stopped", True),
+      (KERNEL, "complete", "stopped", True)], PARTNER, KERNEL),
+    # the partner's session died before its first checkpoint: resume again from the own kernel's, in the partner
+    ([(KERNEL, "complete", "stopped", True), (PARTNER, "error", "", False)], PARTNER, KERNEL),
+    # nothing to resume from: a fresh start in the experiment's own kernel
+    ([(KERNEL, "error", "", False), (PARTNER, "error", "", False)], KERNEL, None),
 ]
 
 
-@pytest.mark.parametrize(("decisions", "action", "reason", "resumes"), COMBINATIONS)
-def test_combine(decisions, action, reason, resumes):
+@pytest.mark.parametrize(("runs", "target", "source"), ALTERNATIONS)
+def test_a_resumed_run_goes_to_the_kernel_that_does_not_hold_its_checkpoint(runs, target, source):
+    record = Record(KERNEL, [version(i + 1, state, run_state, kernel=k, checkpoint=ck)
+                             for i, (k, state, run_state, ck) in enumerate(runs)])
+    action, _, resumes = decide(record if runs else None, KERNEL, S, C, False)
+    assert target_kernel(KERNEL, action, resumes) == target
+    assert (resumes.kernel if action == PlanAction.RESUME and resumes else None) == source
+    assert target != source  # never a kernel listing itself as a source
+
+
+@pytest.mark.parametrize(("kernel", "title", "partner", "partner_title_"), [
+    ("ann/kagglerun-a", "kagglerun a", "ann/kagglerun-a-b", "kagglerun a b"),
+    ("ann/" + "x" * 50, "x" * 50, "ann/" + "x" * 48 + "-b", "x" * 48 + " b"),
+    ("ann/" + "x" * 47 + "-yz", "anything", "ann/" + "x" * 47 + "-b", "x" * 47 + " b"),
+])
+def test_partner_kernel_keeps_within_kaggles_slug_rules(kernel, title, partner, partner_title_):
+    from slugify import slugify
+
+    assert partner_kernel(kernel) == partner and len(partner.partition("/")[2]) <= 50
+    assert partner_title(title, kernel) == partner_title_
+    assert slugify(partner_title_) == partner.partition("/")[2]  # what the official client checks
+
+
+def _intent(prior: int | None, at: str = "2026-01-01T10:00:00+00:00") -> Version:
+    return Version(0, S, C, at, PUSHING, kernel=KERNEL, prior_version=prior)
+
+
+OUTCOMES = [
+    # (version before the push, Kaggle's current version and time now, now, in flight?, outcome)
+    (3, 4, "2026-01-01T10:00:05+00:00", "2026-01-01T10:01:00+00:00", True, Pushed.CREATED),
+    (0, 1, "", "2026-01-01T10:01:00+00:00", True, Pushed.CREATED),  # a new kernel; no time said
+    (0, None, "", "2026-01-01T10:01:00+00:00", True, Pushed.UNKNOWN),  # may still be in flight elsewhere
+    (3, 3, "2026-01-01T09:00:00+00:00", "2026-01-01T10:30:00+00:00", True, Pushed.ABSENT),  # long enough ago
+    (3, 3, "2026-01-01T09:00:00+00:00", "2026-01-01T10:00:30+00:00", False, Pushed.ABSENT),  # our own push failed
+    # a newer version that ran long before the intent is not this push's
+    (3, 4, "2026-01-01T08:00:00+00:00", "2026-01-01T10:30:00+00:00", True, Pushed.ABSENT),
+    # clocks a little apart: still this push's
+    (3, 4, "2026-01-01T09:58:00+00:00", "2026-01-01T10:01:00+00:00", True, Pushed.CREATED),
+]
+
+
+@pytest.mark.parametrize(("prior", "current", "when", "now", "in_flight", "outcome"), OUTCOMES)
+def test_pushed_outcome(prior, current, when, now, in_flight, outcome):
+    assert pushed_outcome(_intent(prior), current, when, now, in_flight=in_flight) == outcome
+
+
+@pytest.mark.parametrize(("invalid", "cancel"), [
+    ({}, False),
+    ({"tags": ["x"]}, False),
+    ({"kernel": ["ann/kagglerun-a"]}, True),
+    ({"dataset": ["ann/data"], "tags": ["x"]}, True),
+])
+def test_must_cancel(invalid, cancel):
+    assert must_cancel(invalid) == cancel
+
+
+COMBINATIONS = [
+    # (member decisions, expected action, words in the reason, version resumed, members that must find one)
+    ({"a": (PlanAction.PUSH, "never pushed", None)}, PlanAction.PUSH, "never pushed", None, ()),
+    ({"a": (PlanAction.SKIP, "unchanged", resume(3)), "b": (PlanAction.SKIP, "unchanged", None)}, PlanAction.SKIP,
+     "a: unchanged; b: unchanged", None, ()),
+    # b must go again; a completed with a checkpoint and is carried over from it: the pack resumes
+    ({"a": (PlanAction.SKIP, "unchanged", resume(3)), "b": (PlanAction.PUSH, "settings changed", None)},
+     PlanAction.RESUME, "b: settings changed; a complete, carried over from its checkpoint", 3, ("a",)),
+    ({"a": (PlanAction.SKIP, "unchanged", None), "b": (PlanAction.PUSH, "settings changed", None)}, PlanAction.PUSH,
+     "b: settings changed", None, ()),
+    ({"a": (PlanAction.RESUME, "stopped", resume(2)), "b": (PlanAction.RESUME, "stopped", resume(4))},
+     PlanAction.RESUME, "a: stopped; b: stopped", 4, ("a", "b")),
+    # the newest is the one pushed last, whichever kernel holds it (version numbers are per kernel)
+    ({"a": (PlanAction.RESUME, "stopped", resume(2, PARTNER)), "b": (PlanAction.RESUME, "stopped", resume(1))},
+     PlanAction.RESUME, "a: stopped", 2, ("a", "b")),
+]
+
+
+@pytest.mark.parametrize(("decisions", "action", "reason", "resumes", "must_find"), COMBINATIONS)
+def test_combine(decisions, action, reason, resumes, must_find):
     got = combine(decisions)
-    assert (got[0], got[2]) == (action, resumes) and reason in got[1], got
+    assert (got[0], got[2] and got[2].version) == (action, resumes) and reason in got[1], got
+    assert resuming(decisions, got[0]) == must_find  # the members that fail at once without a checkpoint
 
 
 def test_resume_decision_takes_the_newest_checkpoint_of_the_same_settings():
     record = Record(KERNEL, [version(1, "error", ""), version(2, "error", ""), version(3, "error", "", checkpoint=False)])
-    assert resume_decision(record, S)[0::2] == (PlanAction.RESUME, 2)
+    assert resume_decision(record, S)[0::2] == (PlanAction.RESUME, resume(2))
 
 
 def _result(name: str, seed: int, lr: float = 1e-3, group: str = "", label: str = "", **extra) -> Result:

@@ -47,15 +47,18 @@ def test_a_budget_stop_is_pulled_recorded_and_resumed(tmp_path, monkeypatch):
 
         code, out, err = cli("push", "stop_a", "--dry-run")
         assert code == 0 and "would resume" in out and "v1 ended stopped; resuming from its checkpoint" in out, out
-        # v2 resumes v1 and stops after epoch 2; --wait pushes it again, and v3 completes epoch 3
+        # The partner kernel's v1 resumes v1 and stops after epoch 2; --wait pushes it again, to the first kernel
+        # (its v2, given the partner's output), which completes epoch 3: no kernel lists itself as a source
         code, out, err = cli("push", "stop_a", "--wait", "--retries", "2", "--poll", "0.3")
         assert code == 0, err
-        assert "stop_a: stopped (time budget); pushing again (v2 ended stopped; resuming from its checkpoint)" in out
+        assert "stop_a: stopped (time budget); pushing again (v1 ended stopped; resuming from its checkpoint)" in out
+        kernel = f"{USER}/kagglerun-stop-a"
         runs = ledger_json(ws)["experiments"]["stop_a"]["runs"]
-        assert [(r["version"], r["run_state"], r["resumes"]) for r in runs] == [
-            (1, "stopped", None), (2, "stopped", 1), (3, "complete", 2)]
+        assert [(r["kernel"], r["version"], r["run_state"], r["source"], r["resumes"]) for r in runs] == [
+            (kernel, 1, "stopped", "", None), (kernel + "-b", 1, "stopped", kernel, 1),
+            (kernel, 2, "complete", kernel + "-b", 1)]
         build = json.loads((ws / "build" / "stop_a" / "kernel-metadata.json").read_text())
-        assert f"{USER}/kagglerun-stop-a" in build["kernel_sources"]
+        assert build["id"] == kernel and build["kernel_sources"] == [kernel + "-b"]
         assert snapshot(folder) == partial  # the partial results stay until the complete run is pulled
 
         code, out, err = cli("pull", "stop_a")
@@ -63,6 +66,6 @@ def test_a_budget_stop_is_pulled_recorded_and_resumed(tmp_path, monkeypatch):
         summary = check_contract(folder, ExperimentStore(ws / "experiments").load("stop_a").hash, 3)
         assert summary["resumed_from_epoch"] == 2
         code, out, err = cli("push", "stop_a")
-        assert code == 0 and "unchanged since v3" in out
+        assert code == 0 and "unchanged since v2" in out
     finally:
         handle.stop()

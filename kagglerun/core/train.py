@@ -88,6 +88,7 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
             )
         return state, own
     root = input_root()
+    found: list[tuple[dict[str, Any], Path]] = []
     if root.is_dir():
         for path in sorted(root.rglob(CHECKPOINT_LAST)):
             try:
@@ -96,24 +97,55 @@ def find_resume_checkpoint(out: Path, key: str, log: Callable[[str], None]) -> t
                 log(f"skipping {e}")
                 continue
             if state.get("resume_key") == key:
-                return state, path
-            log(f"skipping {path}: other settings")
-    return None
+                found.append((state, path))
+            else:
+                log(f"skipping {path}: other settings")
+    # the furthest run, where several inputs hold one (a source kernel's older and newer outputs)
+    return max(found, key=lambda f: f[0]["epoch"]) if found else None
+
+
+def _restore(found: tuple[dict[str, Any], Path] | None, engine: Any, summary: dict[str, Any], out: Path,
+             log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    """The history, best epoch and seconds so far of a resumed run (its checkpoint loaded into `engine`), or
+    those of a fresh one."""
+    if found is None:
+        return [], {"acc": -1.0, "epoch": 0}, 0.0
+    state, path = found
+    engine.load_state_dict(state["engine"])
+    summary["started_at"] = state.get("started_at", summary["started_at"])
+    summary["resumed_from_epoch"] = state["epoch"]
+    if path.parent != out:  # an attached input: this version's output carries the run on
+        for carried in (CHECKPOINT_LAST, CHECKPOINT_BEST):
+            if (path.parent / carried).is_file():
+                atomic_write_bytes(out / carried, (path.parent / carried).read_bytes())
+    log(f"resuming from {path} after epoch {state['epoch']}")
+    return state["history"], state["best"], state.get("total_seconds", 0.0)
+
+
+def planned_resume_missing(resume: dict[str, Any], out: Path) -> str:
+    """The one line a session fails with when push planned a resume and no checkpoint is there."""
+    return (f"push planned a resume from {resume.get('from')} v{resume.get('version')}, but no {CHECKPOINT_LAST} "
+            f"of these settings is in {input_root()} or {out}: the source's output is missing (Kaggle refused "
+            "the source, or it has no output); not training from epoch 1")
 
 
 def run(settings: dict[str, Any], out_dir: str | os.PathLike[str] = ".", *, core_hash: str = "",
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one experiment into `out_dir`, honouring the output contract; returns the final summary.
 
-    With `training.devices` above one, that many processes train it together (distributed.py)."""
+    With `training.devices` above one, that many processes train it together (distributed.py). `resume`
+    (run.json's, when push planned one) names the run's checkpoint: without it, the run fails at once
+    instead of starting over."""
     world, backend = processes(settings)
-    if world > 1:
+    key = resume_key(settings, workspace_model_hash(settings["model"]["name"]))
+    # A planned resume without its checkpoint fails in this process, before any other is started
+    if world > 1 and not (resume and find_resume_checkpoint(Path(out_dir), key, log) is None):
         return launch(train, settings, str(out_dir), core_hash, world, backend, log)
-    return train(settings, out_dir, core_hash=core_hash, log=log)
+    return train(settings, out_dir, core_hash=core_hash, log=log, resume=resume)
 
 
 def train(settings: dict[str, Any], out_dir: str | os.PathLike[str], *, core_hash: str = "",
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """The epoch loop of `run`, in this process: alone, or as one process of a data-parallel run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +167,10 @@ def train(settings: dict[str, Any], out_dir: str | os.PathLike[str], *, core_has
         engine_cls = ENGINES.get(summary["engine"])
         if engine_cls is None:
             raise RuntimeError(f"engine {summary['engine']!r} is not loaded (known: {sorted(ENGINES)})")
+        key = resume_key(settings, workspace_model_hash(settings["model"]["name"]))
+        found = find_resume_checkpoint(out, key, log)
+        if found is None and resume:
+            raise RuntimeError(planned_resume_missing(resume, out))
         data = load_data(settings)
         engine = engine_cls(settings, data)
         sizes = {"train": len(data.train_y), "val": len(data.val_y) if data.val_y is not None else 0,
@@ -146,23 +182,7 @@ def train(settings: dict[str, Any], out_dir: str | os.PathLike[str], *, core_has
             f"{data.num_classes} classes), {summary['params']:,} parameters, {engine.device}, {engine.precision}")
         on_val = summary["selection"] == "val"
         patience = t.get("early_stopping_patience")
-        key = resume_key(settings, workspace_model_hash(settings["model"]["name"]))
-        history: list[dict[str, Any]] = []
-        best = {"acc": -1.0, "epoch": 0}
-        previous_seconds = 0.0
-        found = find_resume_checkpoint(out, key, log)
-        if found is not None:
-            state, path = found
-            engine.load_state_dict(state["engine"])
-            history, best = state["history"], state["best"]
-            previous_seconds = state.get("total_seconds", 0.0)
-            summary["started_at"] = state.get("started_at", summary["started_at"])
-            summary["resumed_from_epoch"] = state["epoch"]
-            if path.parent != out:  # an attached input: this version's output carries the run on
-                for carried in (CHECKPOINT_LAST, CHECKPOINT_BEST):
-                    if (path.parent / carried).is_file():
-                        atomic_write_bytes(out / carried, (path.parent / carried).read_bytes())
-            log(f"resuming from {path} after epoch {state['epoch']}")
+        history, best, previous_seconds = _restore(found, engine, summary, out, log)
         budget = t["time_budget_minutes"] * 60
         last_epoch_seconds = 0.0
         first_epoch = len(history) + 1
@@ -256,4 +276,4 @@ def main(run_file: str = RUN_FILE, out_dir: str = ".", member: int | None = None
     settings = spec["settings"]
     if settings_hash(settings) != spec["settings_hash"]:
         raise RuntimeError(f"{run_file}: settings do not match their hash; render the notebook again")
-    return run(settings, out_dir, core_hash=spec.get("core_hash", ""))
+    return run(settings, out_dir, core_hash=spec.get("core_hash", ""), resume=spec.get("resume"))

@@ -4,6 +4,9 @@ Every fault is off (rate 0) by default. A rate is a probability per opportunity:
 - per API request (before it is handled, so a retried request is safe): `http_500`, `http_503`,
   `http_429` (with a Retry-After of `retry_after` seconds), `drop` (the socket is closed without a
   response), `slow` (the response waits `slow_seconds`);
+- per API request after it was handled (its effect stays, the answer is lost on its way back, so a
+  retried push would make a second version): `drop_after` (the socket is closed), `http_500_after`
+  (`after_only` = an RPC name such as "SaveKernel" keeps them to that method);
 - per file download: `truncate` (fewer bytes than Content-Length, then the connection closes);
 - per push: `cap_reject` (refused with Kaggle's session-cap message even below the cap);
 - per session: `crash` (the kernel dies `crash_after` seconds into the run, ERROR), `oom` (killed as the
@@ -19,11 +22,13 @@ import dataclasses
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 # The names a rate can be given for; `all=RATE` in a spec sets every one of them.
 FAULTS = ("http_500", "http_503", "http_429", "drop", "slow", "truncate", "cap_reject", "crash", "oom", "timeout",
-          "stale")
+          "stale", "drop_after", "http_500_after")
 _HTTP_FAULTS = ("drop", "http_500", "http_503", "http_429")
+_AFTER_FAULTS = ("drop_after", "http_500_after")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +46,13 @@ class FaultConfig:
     oom: float = 0.0
     timeout: float = 0.0
     stale: float = 0.0
+    drop_after: float = 0.0
+    http_500_after: float = 0.0
     retry_after: float = 1.0  # seconds, sent as Retry-After with an injected 429
     slow_seconds: float = 1.0
     crash_after: float = 1.0  # seconds of running before an injected crash
     timeout_after: float = 2.0  # the time limit an injected timeout enforces, in seconds of running
+    after_only: str = ""  # the one RPC whose answers drop_after / http_500_after lose (all when empty)
     seed: int | None = None
 
     def __post_init__(self):
@@ -60,8 +68,8 @@ class FaultConfig:
     @classmethod
     def parse(cls, spec: str | None, seed: int | None = None) -> FaultConfig:
         """Build from 'http_500=0.05,truncate=0.1,slow_seconds=2' (`all=RATE` sets every rate first)."""
-        values: dict[str, float] = {}
-        fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+        values: dict[str, Any] = {}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"seed", "after_only"}
         items = [item.strip() for item in (spec or "").split(",") if item.strip()]
         for item in sorted(items, key=lambda i: not i.startswith("all=")):  # `all` first, so others override it
             name, sep, value = item.partition("=")
@@ -103,6 +111,15 @@ class FaultInjector:
     def http_fault(self) -> str | None:
         """The one request-level fault to inject now, if any: 'drop', 'http_500', 'http_503' or 'http_429'."""
         for fault in _HTTP_FAULTS:
+            if self.roll(fault):
+                return fault
+        return None
+
+    def after_fault(self, method: str) -> str | None:
+        """The fault that loses the answer of `method`, handled, now, if any: 'drop_after' or 'http_500_after'."""
+        if self.config.after_only not in ("", method):
+            return None
+        for fault in _AFTER_FAULTS:
             if self.roll(fault):
                 return fault
         return None

@@ -6,11 +6,12 @@ Exactly what the official SDK (kagglesdk) sends: JSON POSTs to
 own check reads only a top-level "code", so it raises them through raise_for_status, without the message). Implemented methods: SaveKernel, GetKernelSessionStatus,
 ListKernelSessionOutput (paged by pageSize/pageToken; each file's `url` is an unauthenticated signed link
 to this server, as Kaggle's are to storage, served with ranges; `log` on the first page),
-GetKernelSessionLogsStream, plus the client's `GET /api/v1/kernels/logs/stream/{owner}/{slug}` (SSE while
+GetKernelSessionLogsStream, GetKernel, plus the client's `GET /api/v1/kernels/logs/stream/{owner}/{slug}` (SSE while
 a session runs, the JSON log once it has ended), CancelKernelSession and GetAcceleratorQuotaStatistics; and
 security.OAuthService/IntrospectToken, which the official client asks whose API token it holds.
 `GET /emulator/stats` is the emulator's own: peak of running sessions, fault counts. Other methods answer
-404. Request-level faults (faults.py) are injected here. Only 127.0.0.1 is bound.
+404. Request-level faults (faults.py) are injected here: before a request is handled, and after (the answer
+lost on its way back: `drop_after`, `http_500_after`). Only 127.0.0.1 is bound.
 """
 
 from __future__ import annotations
@@ -113,21 +114,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 body = json.loads(raw or b"{}")
             except ValueError:
                 raise ApiError(400, "The request body is not JSON") from None
-            if method == "SaveKernel":
-                return self._json(200, em.save_kernel(user, body, self._base_url()))
-            if method == "GetKernelSessionStatus":
-                return self._json(200, em.session_status(user, body))
-            if method == "ListKernelSessionOutput":
-                return self._json(200, em.list_output(user, body, self._base_url()))
-            if method == "CancelKernelSession":
-                return self._json(200, em.cancel(user, body))
-            if method == "GetAcceleratorQuotaStatistics":
-                return self._json(200, em.quota(user))
             if method == "GetKernelSessionLogsStream":
                 return self._logs(em.log_session_id(user, body))
-            raise ApiError(404, f"Method {method} is not implemented by the emulator")
+            answer = self._answer(method, user, body)
         except ApiError as e:
-            self._error(e)
+            return self._error(e)
+        if not self._lose_answer(method):
+            self._json(200, answer)
+
+    def _answer(self, method: str, user: str, body: dict[str, Any]) -> Any:
+        em = self.server.service
+        if method == "SaveKernel":
+            return em.save_kernel(user, body, self._base_url())
+        if method == "GetKernel":
+            return em.get_kernel(user, body)
+        if method == "GetKernelSessionStatus":
+            return em.session_status(user, body)
+        if method == "ListKernelSessionOutput":
+            return em.list_output(user, body, self._base_url())
+        if method == "CancelKernelSession":
+            return em.cancel(user, body)
+        if method == "GetAcceleratorQuotaStatistics":
+            return em.quota(user)
+        raise ApiError(404, f"Method {method} is not implemented by the emulator")
+
+    def _lose_answer(self, method: str) -> bool:
+        """Maybe lose the answer of a request that was handled (its effect stays); True when lost."""
+        fault = self.server.service.faults.after_fault(method)
+        if fault is None:
+            return False
+        log.info("fault: %s after %s was handled", fault, method)
+        if fault == "drop_after":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self._error(ApiError(500, "Internal server error"))
+        return True
 
     def do_GET(self) -> None:
         split = urllib.parse.urlsplit(self.path)

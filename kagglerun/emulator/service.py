@@ -9,6 +9,11 @@ label, ListKernelSessionOutput serves the latest *ended* version, as Kaggle does
 `kernel_sources` "owner/slug" mount that kernel's latest COMPLETE version's outputs (else its latest ended
 one); `dataset_sources` "owner/slug" come from `datasets_dir/owner/slug`, else are invalidDatasetSources.
 Where they are mounted is the scheduler's (`input_layout`).
+A kernel cannot take its own output as an input: a push listing its own kernel among its kernel sources
+gets it back in `invalidKernelSources` and the version runs without it, as Kaggle answers a source that
+cannot be added (ApiSaveKernelResponse.invalid_kernel_sources; kaggle_api_extended.kernels_push_cli prints
+them as "could not be added to the kernel" and the version is created). GetKernel answers the kernel's
+metadata with `currentVersionNumber` and `lastRunTime` (ApiKernelMetadata), as `kaggle kernels pull` reads it.
 """
 
 from __future__ import annotations
@@ -169,7 +174,8 @@ class KernelsService:
             except _Refused as e:
                 return {"error": str(e)}
             response: dict[str, Any] = {}
-            kernel_inputs = self._resolve_kernel_sources(user, body.get("kernelDataSources") or [], response)
+            kernel_inputs = self._resolve_kernel_sources(user, body.get("kernelDataSources") or [], response,
+                                                         f"{owner}/{name}")
             dataset_inputs = self._resolve_dataset_sources(body.get("datasetDataSources") or [], response)
             for field in ("competitionDataSources", "modelDataSources"):
                 if body.get(field):  # nothing to mount them from here
@@ -241,11 +247,17 @@ class KernelsService:
             kernel.is_private = bool(body["isPrivate"])
         return kernel
 
-    def _resolve_kernel_sources(self, user: str, refs: list[str], response: dict[str, Any]) -> dict[str, int]:
-        """Each "owner/slug" -> the session whose outputs it mounts: its latest COMPLETE version, else latest ended."""
+    def _resolve_kernel_sources(self, user: str, refs: list[str], response: dict[str, Any],
+                                itself: str) -> dict[str, int]:
+        """Each "owner/slug" -> the session whose outputs it mounts: its latest COMPLETE version, else latest
+        ended. The pushed kernel `itself` is never one: it is refused like a source that does not exist."""
         found: dict[str, int] = {}
         for ref in refs:
             kernel = self.state.kernels.get(ref.lower())
+            if ref.lower() == itself.lower():
+                log.info("push of %s lists itself as a kernel source: refused", itself)
+                self.state.self_sources_refused += 1
+                kernel = None
             ended = [] if kernel is None or (kernel.is_private and kernel.owner != user) else [
                 self.state.sessions[i] for i in kernel.sessions if self.state.sessions[i].status in ENDED]
             complete = [s for s in ended if s.status == COMPLETE]
@@ -267,6 +279,25 @@ class KernelsService:
                 continue
             found[f"{owner}/{name}"] = str(folder)
         return found
+
+    def get_kernel(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        """GetKernel: the kernel's metadata (current version, last run time, sources) and its latest source."""
+        with self.state.lock:
+            kernel = self._kernel_for_read(user, body.get("userName") or user, body.get("kernelSlug") or "")
+            sessions = [self.state.sessions[i] for i in kernel.sessions]
+            latest = sessions[-1] if sessions else None
+            metadata: dict[str, Any] = {
+                "id": kernel.id, "ref": f"{kernel.owner}/{kernel.slug}", "title": kernel.title, "author": kernel.owner,
+                "slug": kernel.slug, "language": "python", "kernelType": "notebook", "isPrivate": kernel.is_private,
+                "currentVersionNumber": len(sessions),
+                "kernelDataSources": sorted(self.state.kernel_ref(i) for i in latest.kernel_inputs.values())
+                if latest else [],
+            }
+            if latest is not None:
+                metadata["enableGpu"] = latest.gpu
+                metadata["lastRunTime"] = dt.datetime.fromtimestamp(latest.created_at, dt.UTC).replace(tzinfo=None) \
+                    .isoformat(timespec="milliseconds") + "Z"
+            return {"metadata": metadata}
 
     def session_status(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
@@ -374,4 +405,5 @@ class KernelsService:
                 "peak_running": self.state.peak_running, "running": counts[RUNNING], "queued": counts[QUEUED],
                 "sessions": len(self.state.sessions), "workers": self.config.workers,
                 "gpu_session_cap": self.config.gpu_session_cap, "faults_injected": self.faults.snapshot(),
+                "self_sources_refused": self.state.self_sources_refused,
             }

@@ -70,6 +70,7 @@ class State:
         self.secret = secrets.token_hex(16)
         self.next_id = 1
         self.peak_running = 0
+        self.self_sources_refused = 0  # pushes that listed their own kernel as a source (this run of the server)
         self._load()
 
     def _load(self) -> None:
@@ -100,6 +101,11 @@ class State:
 
     def session_dir(self, session_id: int) -> Path:
         return self.state_dir / "sessions" / str(session_id)
+
+    def kernel_ref(self, session_id: int) -> str:
+        """owner/slug of the kernel a session belongs to."""
+        s = self.sessions[session_id]
+        return f"{s.owner}/{s.slug}"
 
     def kernel(self, owner: str, slug: str) -> Kernel | None:
         return self.kernels.get(f"{owner}/{slug}".lower())

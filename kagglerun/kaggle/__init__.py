@@ -8,8 +8,8 @@ from .client import KaggleKernels, connect
 from .credentials import Credentials, load_credentials
 from .retry import RetryPolicy
 from .sdk import ENDPOINT_ENV, validate_kernel_folder
-from .types import DownloadFailed, OutputFile, Outputs, PushResult, Quota, SessionStatus, session_cause
+from .types import DownloadFailed, KernelVersion, OutputFile, Outputs, PushResult, Quota, SessionStatus, session_cause
 
-__all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "OutputFile", "Outputs", "PushResult",
-           "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "session_cause",
+__all__ = ["ENDPOINT_ENV", "Credentials", "DownloadFailed", "KaggleKernels", "KernelVersion", "OutputFile", "Outputs",
+           "PushResult", "Quota", "RetryPolicy", "SessionStatus", "connect", "load_credentials", "session_cause",
            "validate_kernel_folder"]

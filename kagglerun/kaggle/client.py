@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
+from ..errors import AnswerLost, CredentialsError, KaggleError, KernelError, SessionCapError
 from ..states import KernelState
 from .credentials import Credentials, load_credentials
 from .logs import log_text
@@ -20,6 +20,7 @@ from .retry import RetryPolicy, TimeoutAdapter, connection_refused, retry_after
 from .sdk import kaggle_api_class, resolve_endpoint, validate_kernel_folder
 from .types import (
     DownloadFailed,
+    KernelVersion,
     OutputFile,
     Outputs,
     PushResult,
@@ -100,8 +101,13 @@ class KaggleKernels:
 
     # -- the retry loop ---------------------------------------------------------------------------------
 
-    def _call(self, what: str, func: Callable[[], Any], kernel: str = "") -> Any:
-        """Run one request with bounded retries; `what` names it in messages ("push of bsln_4")."""
+    def _call(self, what: str, func: Callable[[], Any], kernel: str = "", *, repeatable: bool = True) -> Any:
+        """Run one request with bounded retries; `what` names it in messages ("push of bsln_4").
+
+        A request that is not `repeatable` (a push: each one creates a version) is retried only where it
+        cannot have been acted on (429, a refused connection); where the server may have acted on it and
+        the answer was lost (a dropped connection, a timeout, a 5xx), AnswerLost is raised for the caller
+        to ask Kaggle what happened."""
         import requests
 
         for attempt in range(1, self.retry.attempts + 1):
@@ -119,6 +125,10 @@ class KaggleKernels:
                                     f"{delay:.0f} s, then try {attempt + 1} of {self.retry.attempts}")
                     self._sleep(delay)
                     continue
+                if status >= 500 and not repeatable:
+                    self.counters["answer_lost"] += 1
+                    raise AnswerLost(f"the {what} got HTTP {status} from Kaggle{f' ({message})' if message else ''}: "
+                                     "it may or may not have been acted on") from None
                 if status >= 500 and not last:
                     self.counters[f"retried_{status}"] += 1
                     self._sleep(self.retry.backoff(attempt))
@@ -126,6 +136,10 @@ class KaggleKernels:
                 raise self._http_error(what, status, message, kernel) from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 refused = connection_refused(e)
+                if not repeatable and not refused and not isinstance(e, requests.ConnectTimeout):
+                    self.counters["answer_lost"] += 1
+                    raise AnswerLost(f"the answer to the {what} was lost ({type(e).__name__}): it may or may "
+                                     "not have been acted on") from None
                 # Nothing listening is rarely transient: give up early with a hint instead of backing off for long.
                 if not last and not (refused and attempt >= 2):
                     self.counters["retried_connection"] += 1
@@ -168,20 +182,19 @@ class KaggleKernels:
         folder = Path(folder)
         request = validate_kernel_folder(folder)
         kernel = request.slug
-        response = self._call(f"push of {folder.name}", lambda: self._kernels.save_kernel(request), kernel)
+        response = self._call(f"push of {folder.name}", lambda: self._kernels.save_kernel(request), kernel,
+                              repeatable=False)
         # The server reports many refusals inside a 200 response; the official CLI prints them and exits 0.
         if response.error:
             if is_session_cap(response.error):
                 raise SessionCapError(f"Kaggle rejected the push of {folder.name}: {response.error}")
             raise KaggleError(f"Kaggle rejected the push of {folder.name}: {response.error}")
-        invalid = {name: getattr(response, f"invalid_{name}_sources") for name in ("dataset", "kernel",
+        # Refused sources and tags do not stop the push: the version exists, without them (kernels_push_cli
+        # prints them as "could not be added to the kernel"). The caller records it and decides.
+        invalid = {name: list(getattr(response, f"invalid_{name}_sources") or []) for name in ("dataset", "kernel",
                    "competition", "model")}
+        invalid["tags"] = list(response.invalid_tags or [])
         invalid = {k: v for k, v in invalid.items() if v}
-        if invalid or response.invalid_tags:
-            listed = "; ".join(f"{k} sources {', '.join(v)}" for k, v in invalid.items())
-            if response.invalid_tags:
-                listed = "; ".join(filter(None, [listed, f"tags {', '.join(response.invalid_tags)}"]))
-            raise KaggleError(f"Kaggle rejected the push of {folder.name}: invalid {listed}")
         if not response.version_number:
             raise KaggleError(f"Kaggle accepted the push of {folder.name} but returned no version number")
         ref = (response.ref or kernel).strip("/")
@@ -190,7 +203,28 @@ class KaggleKernels:
         # kagglesdk kernels_api_service.py, ApiSaveKernelResponse: ref, url, version_number, error, invalid_*,
         # kernel_id; no session id. The url is the kernel's page (https://www.kaggle.com/code/owner/slug), so the
         # version number is the handle on the new session: status, outputs and logs all take it (version_label).
-        return PushResult(ref, int(response.version_number), response.url or "")
+        return PushResult(ref, int(response.version_number), response.url or "", invalid)
+
+    def current_version(self, kernel: str) -> KernelVersion | None:
+        """The kernel's current version number and when it last ran (GetKernel, as `kaggle kernels pull`
+        asks it), or None when Kaggle has no such kernel of this user: what a push whose answer was lost
+        is judged by."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+        owner, slug = split_kernel(kernel)
+        request = ApiGetKernelRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        try:
+            response = self._call(f"version query of {kernel}", lambda: self._kernels.get_kernel(request), kernel)
+        except KernelError:  # Kaggle answers 403 for a kernel that does not exist, as for another's
+            return None
+        meta = response.metadata
+        if meta is None or not meta.current_version_number:
+            return None
+        when = meta.last_run_time.isoformat() if meta.last_run_time else ""
+        if when and meta.last_run_time.tzinfo is None:  # the SDK parses Kaggle's "Z" times as naive UTC
+            when += "+00:00"
+        return KernelVersion(int(meta.current_version_number), when, tuple(meta.kernel_data_sources or ()))
 
     def status(self, kernel: str, version: int | None = None) -> SessionStatus:
         """The state of the kernel's session (of `version` when given, else the latest)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import KaggleError
 from ..states import FINISHED, KernelState
@@ -23,6 +23,18 @@ class PushResult:
     kernel: str  # owner/slug
     version: int
     url: str  # the kernel's page; it names no session (ApiSaveKernelResponse has no session id)
+    # Sources Kaggle refused ({"kernel": ["owner/slug"], "dataset": [...], "tags": [...]}): the version
+    # exists all the same, without them (the official CLI prints them as warnings)
+    invalid: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KernelVersion:
+    """A kernel's current version on Kaggle and when it last ran (ISO time; empty when not said)."""
+
+    version: int
+    time: str = ""
+    kernel_sources: tuple[str, ...] = ()  # the kernels its current version was given as inputs
 
 
 # How Kaggle says why a session ended. A session killed at the time limit ends CANCEL_ACKNOWLEDGED with the

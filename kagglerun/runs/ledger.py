@@ -10,6 +10,15 @@ its own training ended when that differs from the kernel's (one member failing f
         {"version": 3, "settings_hash": "…", "core_hash": "…", "pushed_at": "…", "state": "complete",
          "failure": "", "finished_at": "…", "resumes": 2, "has_checkpoint": true, "pulled_at": "…"}]}}}
 
+A resumed run alternates between the experiment's two kernels (its own and its partner, slug-b: Kaggle does
+not let a kernel take its own output as an input), so each run names the kernel it went to (`kernel`) and,
+when resuming, the kernel whose output it was given (`source`). Entries written before that name no kernel
+per run: their runs went to the entry's kernel, which they are given on load.
+
+The ledger is written ahead of every push: a run in state "pushing" (version 0, `prior_version` the kernel's
+version before the push) is the intent of a push whose answer is not (yet) known; the next command asks
+Kaggle whether that version was created and records it, or drops the intent (runs/status.resolve_pushing).
+
 Writes are atomic and serialised by a lock file, so `push --wait` in one terminal and `status` in another
 do not lose each other's updates. A corrupt ledger is an error naming the file; it is never overwritten,
 and the previous good version is kept beside it as ledger.json.bak.
@@ -19,7 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +46,7 @@ from ..workspace import Workspace
 
 LEDGER_FILE = "ledger.json"
 FORMAT = 1
+PUSHING = "pushing"  # a run's state between the intent of a push and Kaggle's answer
 
 
 @dataclass
@@ -60,10 +73,23 @@ class Version:
     # What made the experiment differ from its file (`--set`, a sweep point's or a search trial's values):
     # dotted key -> value; with it `status` and `pull` know experiments that have no file of their own
     overrides: dict[str, Any] = field(default_factory=dict)
+    kernel: str = ""  # the kernel it went to: the entry's, or its partner (empty only before loading)
+    source: str = ""  # when resuming: the kernel whose output (holding version `resumes`) it was given
+    prior_version: int | None = None  # while pushing: the kernel's current version before the push
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+    @property
+    def pushing(self) -> bool:
+        """The push's answer is not known yet: the version may or may not exist on Kaggle."""
+        return self.state == PUSHING
+
+    @property
+    def label(self) -> str:
+        """`owner/slug v3`: which kernel's which version (a resumed run alternates between two kernels)."""
+        return f"{self.kernel} v{self.version}" if self.version else f"{self.kernel} (pushing: answer unknown)"
 
 
 # Each run's fields with the types Version declares, strictly (no "3" for 3), unknown fields refused.
@@ -88,6 +114,17 @@ class Record:
         if not self.versions:
             raise LedgerError(f"ledger record of {self.kernel} has no versions")
         return self.versions[-1]
+
+    def kernel_of(self, run: Version | None) -> str:
+        """The kernel `run` went to (the entry's own for runs recorded before alternation)."""
+        return (run.kernel if run is not None else "") or self.kernel
+
+    def record(self, run: Version) -> None:
+        """Add `run` as the latest version, replacing the intent of its push and any earlier record of the
+        same kernel version."""
+        self.versions = [r for r in self.versions
+                         if not r.pushing and (self.kernel_of(r), r.version) != (self.kernel_of(run), run.version)]
+        self.versions.append(run)
 
     @property
     def pack_name(self) -> str:
@@ -114,9 +151,23 @@ class Ledger:
     def entry(self, name: str) -> Record | None:
         return self.load().get(name)
 
+    def check_writable(self) -> None:
+        """Raise LedgerError unless results/ can be written (checked before anything is pushed: a push that
+        Kaggle runs must reach the ledger)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=".write-check-"):
+                pass
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                raise PermissionError(errno.EACCES, "Permission denied")
+        except OSError as e:
+            raise LedgerError(f"{self.path.parent}: cannot write the ledger there ({e.strerror or e}); "
+                              "nothing was pushed") from None
+
     @contextlib.contextmanager
-    def update(self) -> Iterator[dict[str, Record]]:
-        """Lock, load, let the caller change the entries, then write them back atomically."""
+    def update(self, *, backup: bool = True) -> Iterator[dict[str, Record]]:
+        """Lock, load, let the caller change the entries, then write them back atomically. `backup=False`
+        leaves ledger.json.bak as it is (the intent of a push and its answer: bookkeeping, not an edit)."""
         with self._locked():
             raw = self._read_bytes()
             entries = self._parse(raw) if raw is not None else {}
@@ -126,7 +177,7 @@ class Ledger:
             if raw is not None and data == before:  # nothing changed: leave the file (and its backup) alone
                 return
             text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-            if raw is not None:  # keep the last good version: a hand edit gone wrong can be undone
+            if raw is not None and backup:  # keep the last good version: a hand edit gone wrong can be undone
                 atomic_write_bytes(self.backup, raw)
             atomic_write_bytes(self.path, text)
 
@@ -161,7 +212,10 @@ class Ledger:
                 if pack is not None and not (isinstance(pack, dict) and isinstance(pack.get("name"), str)
                                              and isinstance(pack.get("members"), list)):
                     raise TypeError("pack needs a name and a list of members")
-                entries[name] = Record(item["kernel"], runs, pack)
+                kernel = str(item["kernel"])
+                for run in runs:  # runs recorded before alternation went to the entry's kernel
+                    run.kernel = run.kernel or kernel
+                entries[name] = Record(kernel, runs, pack)
             except ValidationError as e:
                 err = e.errors()[0]
                 where = ".".join(str(p) for p in ("runs", *err["loc"]))

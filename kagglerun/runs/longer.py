@@ -11,7 +11,7 @@ from ..experiments import Settings
 from ..states import PlanAction
 from ..workspace import Workspace
 from .ledger import Record
-from .plan import Decision
+from .plan import Decision, Resume
 
 
 def continue_longer(ws: Workspace, name: str, record: Record | None, settings: Settings, decision: Decision) -> Decision:
@@ -19,7 +19,7 @@ def continue_longer(ws: Workspace, name: str, record: Record | None, settings: S
     version, whose checkpoint was pulled into results/NAME (so its settings there are that version's)."""
     action, reason, _ = decision
     last = record.latest if record is not None else None
-    if action != PlanAction.PUSH or last is None or not last.has_checkpoint or not reason.startswith("settings"):
+    if action != PlanAction.PUSH or record is None or last is None or not last.has_checkpoint or not reason.startswith("settings"):
         return decision
     try:
         pulled = json.loads((ws.result_dir(name) / SETTINGS_FILE).read_text())
@@ -33,4 +33,4 @@ def continue_longer(ws: Workspace, name: str, record: Record | None, settings: S
     if resume_key(pulled) != resume_key(settings.as_dict()):
         return decision
     return (PlanAction.RESUME, f"only its length changed since v{last.version}; resuming from its checkpoint",
-            last.version)
+            Resume(record.kernel_of(last), last.version, last.pushed_at))

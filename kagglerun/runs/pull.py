@@ -49,7 +49,7 @@ from ..notebook.payload import PAYLOAD_PACKAGE
 from ..progress import SILENT, Observer, PullResult
 from ..states import KernelState, PullAction, RunState
 from ..workspace import Workspace, real_folder
-from .ledger import Ledger, Version
+from .ledger import Ledger, Record, Version
 from .outcome import Listing, Unverified, describe_outcome, fetch_verified, note_summary, read_outcome, stale_reason
 from .status import refresh_entry
 
@@ -117,6 +117,23 @@ def _holds_local_run(folder: Path) -> bool:
     return not folder.is_symlink() and (folder / SUMMARY_FILE).is_file() and not (folder / PULLED_MARK).exists()
 
 
+def _finished_run(ledger: Ledger, api: KaggleKernels, name: str, entry: Record) -> tuple[Record, Version] | PullResult:
+    """The experiment's last version, refreshed from Kaggle when it had not finished; a skip when it still has not."""
+    run = entry.last
+    if not run.finished:
+        with ledger.update() as entries:
+            refresh_entry(api, name, entries[name])
+            entry = entries[name]
+            if entry.latest is None:  # an intent Kaggle shows nothing for: never pushed
+                return PullResult(name, PullAction.SKIPPED, "never pushed (its last push made no version)")
+            run = entry.last
+    if run.pushing:
+        return PullResult(name, PullAction.SKIPPED, f"{run.label}: Kaggle does not show the version yet")
+    if not run.finished:
+        return PullResult(name, PullAction.SKIPPED, f"v{run.version} is still {run.state}")
+    return entry, run
+
+
 def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = False, attempts: int = ATTEMPTS,
              sleep: Callable[[float], None] = time.sleep,
              listings: dict[tuple[str, int], Listing] | None = None) -> PullResult:
@@ -127,16 +144,14 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
     entry = ledger.entry(name)
     if entry is None or entry.latest is None:
         return PullResult(name, PullAction.SKIPPED, "never pushed (not in the ledger)")
-    run = entry.last
-    if not run.finished:
-        with ledger.update() as entries:
-            refresh_entry(api, name, entries[name])
-            run = entries[name].last
-    if not run.finished:
-        return PullResult(name, PullAction.SKIPPED, f"v{run.version} is still {run.state}")
+    settled = _finished_run(ledger, api, name, entry)
+    if isinstance(settled, PullResult):
+        return settled
+    entry, run = settled
+    kernel = entry.kernel_of(run)
     of_pack = f" of {entry.pack_name}" if entry.pack else ""
     listings = {} if listings is None else listings
-    listing = listings.setdefault((entry.kernel, run.version), Listing(api, entry.kernel, run.version))
+    listing = listings.setdefault((kernel, run.version), Listing(api, kernel, run.version))
     final = ws.result_dir(name)
     if run.state != KernelState.COMPLETE:
         if not entry.pack:
@@ -144,11 +159,11 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
         # A pack's kernel fails when any member does: this member's own summary says whether it completed
         if not run.run_state:  # not learnt when the kernel ended (refresh): read it now, and keep it
             run = dataclasses.replace(run)  # the network stays outside the ledger's lock
-            with _pull_errors(ledger, name, entry.kernel, run.version, final):
-                read_outcome(api, entry.kernel, run, entry.output_prefix(name), listing=listing, attempts=attempts,
+            with _pull_errors(ledger, name, kernel, run.version, final):
+                read_outcome(api, kernel, run, entry.output_prefix(name), listing=listing, attempts=attempts,
                              sleep=sleep)
             with ledger.update() as entries:
-                if entries[name].last.version == run.version:
+                if (entries[name].last.kernel, entries[name].last.version) == (run.kernel, run.version):
                     entries[name].versions[-1] = run
         if run.run_state != RunState.COMPLETE:
             return PullResult(name, PullAction.SKIPPED, f"v{run.version}{of_pack} ended {run.state}; {name} "
@@ -165,12 +180,12 @@ def pull_one(ws: Workspace, api: KaggleKernels, name: str, *, force: bool = Fals
 
     def swap_in(staging: Path, log: str) -> None:
         atomic_write_text(staging / LOG_FILE, log)
-        atomic_write_json(staging / PULLED_MARK, {"kernel": entry.kernel, "version": run.version, "pulled_at": now_iso()})
+        atomic_write_json(staging / PULLED_MARK, {"kernel": kernel, "version": run.version, "pulled_at": now_iso()})
         if _holds_local_run(final):  # not from Kaggle: nothing else has a copy of it
             moved.append(ws.keep_copy(name))
         _swap_in(staging, final)
 
-    with _pull_errors(ledger, name, entry.kernel, run.version, final):
+    with _pull_errors(ledger, name, kernel, run.version, final):
         summary, manifest, problems = fetch_verified(listing, run, entry.output_prefix(name), attempts=attempts,
                                                       sleep=sleep, staging_in=ws.results, into=swap_in)
     with ledger.update() as entries:

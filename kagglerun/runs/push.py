@@ -1,6 +1,13 @@
-"""Push experiments to Kaggle: render and validate, skip what has not changed, attach a stopped run's own
-output so the new version resumes from its checkpoint, and with `wait` keep at most N sessions running,
-pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time budget.
+"""Push experiments to Kaggle: render and validate, skip what has not changed, resume a stopped run in the
+experiment's other kernel given the output that holds its checkpoint, and with `wait` keep at most N sessions
+running, pushing the rest as slots free up and pushing again (resuming) runs that die or stop on their time
+budget.
+
+Each push is written ahead in the ledger: the intent (state "pushing", with the kernel's version before it)
+before SaveKernel, the answer after it. A push is never simply sent again: when its answer is lost, Kaggle
+is asked whether the version was made (the kernel's current version and its time) and, if so, it is
+recorded instead of pushing a second session. An answer that lists refused sources still made a version:
+it is recorded, the refused sources named, and it is cancelled, since it cannot run as planned.
 
 A pack (several experiments in one kernel, notebook.packs) is one plan and one session; the ledger
 records each member under its own name, so a pack is unchanged only when every member is. The decisions
@@ -8,6 +15,7 @@ themselves are pure functions in plan.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter, deque
@@ -16,17 +24,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.contract import SETTINGS_FILE, full_settings_hash, now_iso, settings_hash
-from ..errors import CredentialsError, KaggleError, KernelError, SessionCapError
+from ..errors import AnswerLost, CredentialsError, KaggleError, KernelError, LedgerError, SessionCapError
 from ..experiments import Settings
-from ..kaggle import KaggleKernels, Quota, validate_kernel_folder
+from ..kaggle import KaggleKernels, PushResult, Quota
 from ..notebook.render import METADATA_FILE, default_owner, render_experiments
+from ..notebook.resume import retarget
 from ..progress import SILENT, Observer, StatusRow
 from ..states import KernelState, PlanAction, RowState
 from ..workspace import Workspace
 from .estimate import run_seconds
-from .ledger import Ledger, Record, Version
+from .ledger import PUSHING, Ledger, Record, Version
 from .longer import continue_longer
-from .plan import PushPlan, combine, decide, resume_decision
+from .plan import (
+    Pushed,
+    PushPlan,
+    combine,
+    decide,
+    must_cancel,
+    partner_title,
+    pushed_outcome,
+    resume_decision,
+    resuming,
+)
 from .status import POLL_SECONDS, poll_pause, refresh_entry, row_for
 
 STATUS_FAILURES_TOLERATED = 10  # consecutive failed status rounds before `wait` gives up
@@ -92,16 +111,13 @@ def equal_hashes(ws: Workspace, s: Settings) -> frozenset[str]:
     return frozenset(same)
 
 
-def attach_own_output(folder: Path, kernel: str) -> None:
-    """Add the kernel itself to kernel_sources: Kaggle then mounts its previous version's output under
-    /kaggle/input, where the training core finds checkpoint_last.pt."""
-    path = folder / METADATA_FILE
-    meta = json.loads(path.read_text())
-    sources = list(meta.get("kernel_sources") or [])
-    if kernel not in sources:
-        meta["kernel_sources"] = sources + [kernel]
-        path.write_text(json.dumps(meta, indent=2) + "\n")
-    validate_kernel_folder(folder)
+class InvalidSources(KaggleError):
+    """Kaggle made the version but refused some of its sources; it was recorded and cancelled."""
+
+
+class PushUnknown(KaggleError):
+    """A push's answer was lost and Kaggle could not be asked whether it made the version: the ledger keeps
+    the intent ("pushing: answer unknown") for the next command to settle."""
 
 
 def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
@@ -116,35 +132,153 @@ def plan_push(ws: Workspace, names: list[str], owner: str, force: bool = False,
         members = rendered.get("pack") or {}
         hashes = members or {rendered["experiment"]: rendered["settings_hash"]}
         core = rendered["core_hash"]
-        action, reason, resumes = combine({n: continue_longer(ws, n, entries.get(n), store.load(n),
-                                                              decide(entries.get(n), kernel, h, core, force,
-                                                                     equal_hashes(ws, store.load(n))))
-                                           for n, h in hashes.items()})
+        decisions = {n: continue_longer(ws, n, entries.get(n), store.load(n),
+                                        decide(entries.get(n), kernel, h, core, force,
+                                               equal_hashes(ws, store.load(n))))
+                     for n, h in hashes.items()}
+        action, reason, resumes = combine(decisions)
         # A pack's members run side by side, one GPU each
         estimate = max(_estimate_seconds(ws, store.load(n)) for n in hashes)
         plans.append(PushPlan(folder.name, folder, kernel, rendered["settings_hash"], core, action, reason, resumes,
-                              estimate, members))
+                              estimate, members, resuming(decisions, action)))
     return plans
 
 
-def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan) -> Version:
+def _prepare(plan: PushPlan, base: dict) -> None:
+    """Point the rendered folder at the plan's target kernel, with the resume it plans (notebook/resume.py)."""
+    target = plan.target
+    title = base["title"] if target == plan.kernel else partner_title(base["title"], plan.kernel)
+    source = plan.resumes.kernel if plan.action == PlanAction.RESUME and plan.resumes else ""
+    retarget(plan.folder, base, target, title, source, plan.resumes.version if source and plan.resumes else 0,
+             plan.resuming)
+
+
+def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callable[[float], None] = time.sleep) -> Version:
     """Push one planned experiment or pack and record the new version in the ledger (under each member's
-    name for a pack); returns the new version's run."""
-    if plan.action == PlanAction.RESUME:
-        attach_own_output(plan.folder, plan.kernel)
-    result = api.push(plan.folder)
-    pushed_at = now_iso()
-    store = ws.store()
-    with Ledger(ws.results).update() as entries:
-        for name, settings_hash in plan.recorded.items():
-            run = Version(version=result.version, settings_hash=settings_hash, core_hash=plan.core_hash,
-                      pushed_at=pushed_at, resumes=plan.resumes, overrides=store.overrides_of(name))
-            entry = entries.get(name)
-            if entry is None or entry.kernel != result.kernel:
-                entry = entries[name] = Record(result.kernel)
-            entry.pack = plan.pack
-            entry.versions = [r for r in entry.versions if r.version != run.version] + [run]
+    name for a pack), written ahead: the intent before SaveKernel, the answer after it; returns the new
+    version's run. Raises InvalidSources (after recording and cancelling it) when Kaggle refused sources."""
+    if not plan.metadata:  # the metadata as rendered: a plan pushed again is pointed from it, not from the last push
+        plan.metadata = json.loads((plan.folder / METADATA_FILE).read_text())
+    _prepare(plan, plan.metadata)
+    target, ledger = plan.target, Ledger(ws.results)
+    current = api.current_version(target)
+    intent = Version(version=0, settings_hash="", core_hash=plan.core_hash, pushed_at=now_iso(), state=PUSHING,
+                     kernel=target, prior_version=current.version if current else 0)
+    try:
+        replaced = _record(ledger, plan, intent)
+    except OSError as e:
+        raise LedgerError(f"{ledger.path}: cannot record the push of {plan.name} ({e.strerror or e}); "
+                          "nothing was pushed") from None
+    try:
+        result = _push_once(api, plan, intent, sleep)
+    except PushUnknown:
+        raise
+    except KaggleError:  # refused outright (cap, quota, permission), or lost and not made: no version exists
+        _forget_intent(ledger, plan, intent, replaced)
+        raise
+    run = Version(version=result.version, settings_hash="", core_hash=plan.core_hash, pushed_at=intent.pushed_at,
+                  resumes=plan.resumes.version if plan.action == PlanAction.RESUME and plan.resumes else None,
+                  kernel=result.kernel or target,
+                  source=plan.resumes.kernel if plan.action == PlanAction.RESUME and plan.resumes else "")
+    refused = "; ".join(f"{kind} sources {', '.join(names)}" if kind != "tags" else f"tags {', '.join(names)}"
+                        for kind, names in sorted(result.invalid.items()))
+    cancel = must_cancel(result.invalid)
+    if refused:
+        run.failure = f"Kaggle refused {refused}" + ("; cancelled: it cannot run without them" if cancel else "")
+    try:
+        _record(ledger, plan, run)
+    except (OSError, LedgerError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({why}); "
+                          "the next command finds it on Kaggle") from None
+    if cancel:
+        cancelled = _cancel(api, run)
+        if not cancelled:
+            run.failure = f"Kaggle refused {refused}; it cannot run without them and {cancelled.why}"
+            _record(ledger, plan, run)
+        raise InvalidSources(f"{plan.name}: Kaggle made {run.label} but refused {refused}; "
+                             + ("it was cancelled, as it cannot run without them" if cancelled else
+                                f"it cannot run without them and {cancelled.why}"))
     return run
+
+
+def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Callable[[float], None]) -> PushResult:
+    """SaveKernel, never simply repeated: after a lost answer, Kaggle is asked whether the version was made
+    (the target's current version against the one before the push) and the push is sent again only if not."""
+    for attempt in range(1, api.retry.attempts + 1):
+        try:
+            return api.push(plan.folder)
+        except AnswerLost as e:
+            lost = e
+        try:
+            current = api.current_version(intent.kernel)
+        except KaggleError as e:
+            raise PushUnknown(f"{plan.name}: {lost}, and Kaggle could not be asked whether it made the version "
+                              f"({e}); 'kagglerun status' asks again") from None
+        outcome = pushed_outcome(intent, current.version if current else None, current.time if current else "",
+                                 now_iso(), in_flight=False)
+        if outcome == Pushed.CREATED and current is not None:
+            api.counters["push_found_after_lost_answer"] += 1
+            # the lost answer would have listed refused sources: a kernel source missing from the version is one
+            given = {k.lower() for k in current.kernel_sources}
+            sent = json.loads((plan.folder / METADATA_FILE).read_text()).get("kernel_sources") or []
+            missing = [k for k in sent if k.lower() not in given]
+            return PushResult(intent.kernel, current.version, "", {"kernel": missing} if missing else {})
+        api.counters["push_sent_again"] += 1
+        if attempt < api.retry.attempts:
+            sleep(api.retry.backoff(attempt))
+    raise KaggleError(f"the push of {plan.name} kept losing its answer ({lost}); Kaggle shows no new version "
+                      f"of {intent.kernel}; try again later")
+
+
+def _record(ledger: Ledger, plan: PushPlan, run: Version) -> dict[str, Record]:
+    """Write `run` (an intent or an answer) as the latest version of each experiment the plan records; returns
+    the records it replaced (of another kernel: the experiment's slug changed)."""
+    replaced = {}
+    with ledger.update(backup=False) as entries:
+        for name, settings_hash in plan.recorded.items():
+            entry = entries.get(name)
+            if entry is None or entry.kernel != plan.kernel:
+                if entry is not None:
+                    replaced[name] = entry
+                entry = entries[name] = Record(plan.kernel)
+            entry.pack = plan.pack
+            entry.record(dataclasses.replace(run, settings_hash=settings_hash))
+    return replaced
+
+
+def _forget_intent(ledger: Ledger, plan: PushPlan, intent: Version, replaced: dict[str, Record]) -> None:
+    """Take back the intent of a push that made no version, and any record it replaced."""
+    with ledger.update(backup=False) as entries:
+        for name in plan.recorded:
+            entry = entries.get(name)
+            if entry is not None:
+                entry.versions = [r for r in entry.versions if not (r.pushing and r.pushed_at == intent.pushed_at)]
+                if not entry.versions:
+                    del entries[name]
+            if name in replaced and name not in entries:
+                entries[name] = replaced[name]
+
+
+class _Cancelled:
+    """Whether a cancel went through (truthy), and why not."""
+
+    def __init__(self, why: str = ""):
+        self.why = why
+
+    def __bool__(self) -> bool:
+        return not self.why
+
+
+def _cancel(api: KaggleKernels, run: Version) -> _Cancelled:
+    """Cancel a version that cannot run; a failure to do so is returned, not raised."""
+    try:
+        if not run.session_id:  # SaveKernel's answer names none (ApiSaveKernelResponse; kaggle-cli issue #388)
+            raise KaggleError("Kaggle's push answer names no session to cancel")
+        api.cancel(run.session_id)
+        return _Cancelled()
+    except KaggleError as e:
+        return _Cancelled(f"could not be cancelled ({e}): cancel it on kaggle.com")
 
 
 def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **fields) -> dict[str, StatusRow]:
@@ -152,7 +286,7 @@ def _plan_rows(plan: PushPlan, run: Version | None = None, attempt: int = 0, **f
     pack = plan.name if plan.members else ""
     if run is None:
         return {n: StatusRow(n, plan.kernel, pack=pack, **fields) for n in plan.recorded}
-    rows = {n: row_for(n, plan.kernel, run, pack) for n in plan.recorded}
+    rows = {n: row_for(n, run.kernel or plan.kernel, run, pack) for n in plan.recorded}
     for row in rows.values():
         row.attempt = attempt
     return rows
@@ -170,6 +304,8 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
     "stopped" though Kaggle says complete), up to `retries` times; return when all have finished.
     `dry_run` renders and plans only, with no network (`api` may then be None)."""
     owner = api.username if api is not None else default_owner()
+    if api is not None and not options.dry_run:
+        Ledger(ws.results).check_writable()  # before anything is pushed: a push that Kaggle runs must reach the ledger
     if api is not None:  # decide on current states: a run the ledger last saw running may have ended
         with Ledger(ws.results).update() as entries:
             for name in [*names, *(m for group in packs for m in group)]:
@@ -198,7 +334,7 @@ def push_experiments(ws: Workspace, names: list[str], *, api: KaggleKernels | No
     if options.wait:
         _Waiter(ws, api, todo, rows, options, observer, sleep).run()
     else:
-        _push_each(ws, api, todo, rows, observer)
+        _push_each(ws, api, todo, rows, observer, sleep)
     report.rows = list(rows.values())
     return report
 
@@ -233,18 +369,18 @@ def _check_quota(api: KaggleKernels, report: PushReport, todo: list[PushPlan], o
 
 
 def _push_each(ws: Workspace, api: KaggleKernels, todo: list[PushPlan], rows: dict[str, StatusRow],
-               observer: Observer) -> None:
+               observer: Observer, sleep: Callable[[float], None]) -> None:
     """Push every plan once; the session cap stops the batch, saying what was pushed."""
     pushed: list[str] = []
     for plan in todo:
         try:
-            run = push_one(ws, api, plan)
+            run = push_one(ws, api, plan, sleep=sleep)
         except SessionCapError as e:
             done = f" (pushed: {', '.join(pushed)})" if pushed else ""
             raise SessionCapError(f"{e}{done}; use --wait to push the rest as slots free up") from None
         pushed.append(plan.name)
         rows.update(_plan_rows(plan, run, attempt=1))
-        observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+        observer.event(f"pushed {plan.name} as {run.label} ({plan.reason})")
 
 
 def _hours(seconds: float) -> str:
@@ -310,9 +446,10 @@ class _Waiter:
             if self.attempts[unit] <= self.options.retries:
                 plan = self.plans[unit]
                 entries = self.ledger.load()
-                plan.action, plan.reason, plan.resumes = combine(
-                    {n: resume_decision(entries[n], h, equal_hashes(self.ws, self.ws.store().load(n)))
-                     for n, h in plan.recorded.items()})
+                decisions = {n: resume_decision(entries[n], h, equal_hashes(self.ws, self.ws.store().load(n)))
+                             for n, h in plan.recorded.items()}
+                plan.action, plan.reason, plan.resumes = combine(decisions)
+                plan.resuming = resuming(decisions, plan.action)
                 self.queue.append(plan)
                 self.observer.event(f"{unit}: {why}; pushing again ({plan.reason})")
             else:
@@ -324,7 +461,7 @@ class _Waiter:
         while self.queue and len(self.active) < self.options.max_running:
             plan = self.queue[0]
             try:
-                run = push_one(self.ws, self.api, plan)
+                run = push_one(self.ws, self.api, plan, sleep=self.sleep)
             except SessionCapError as e:  # Kaggle counts sessions we cannot see (another machine): wait for one to end
                 for name in plan.recorded:
                     self.rows[name].state = RowState.WAITING
@@ -343,7 +480,7 @@ class _Waiter:
             self.attempts[plan.name] += 1
             self.active[plan.name] = list(plan.recorded)
             self.rows.update(_plan_rows(plan, run, attempt=self.attempts[plan.name]))
-            self.observer.event(f"pushed {plan.name} as {plan.kernel} v{run.version} ({plan.reason})")
+            self.observer.event(f"pushed {plan.name} as {run.label} ({plan.reason})")
 
     def _capped(self, plan: PushPlan, e: SessionCapError) -> None:
         """Say once what the batch waits for, and give up (one line) after `cap_wait_seconds` of refusals,
@@ -370,13 +507,13 @@ class _Waiter:
                         refresh_entry(self.api, name, entry)
                     except KernelError as e:  # not on Kaggle (deleted there, or another account's): holds no slot
                         if unit in self.plans:
-                            self.rows[name] = StatusRow(name, entry.kernel, entry.latest.version, RowState.UNKNOWN,
-                                                        failure=str(e))
+                            self.rows[name] = StatusRow(name, entry.kernel_of(entry.latest), entry.latest.version,
+                                                        RowState.UNKNOWN, failure=str(e))
                         else:
                             self.active.pop(unit, None)
                             self.observer.event(f"{name}: not counted as running: {e}")
                             break
                         continue
-                    row = row_for(name, entry.kernel, entry.latest, entry.pack_name)
+                    row = row_for(name, entry.kernel_of(entry.latest), entry.latest, entry.pack_name)
                     row.attempt = self.attempts[unit]
                     self.rows[name] = row

@@ -1,6 +1,9 @@
 """`kagglerun status`: ask Kaggle for each session's state, record it in the ledger, give one row per experiment.
 
-A pack's members each have a row, with the pack's kernel and its session's state.
+A pack's members each have a row, with the pack's kernel and its session's state. A row names the kernel its
+latest version went to (a resumed run alternates between the experiment's two kernels). A push whose answer
+never came (the ledger's intent, "pushing: answer unknown") is settled first by asking Kaggle for the
+kernel's current version: the version it made is recorded, or the intent dropped when there is none.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..states import KernelState, RowState, RunState
 from ..workspace import Workspace
 from .ledger import Ledger, Record, Version
 from .outcome import Unverified, read_outcome
+from .plan import Pushed, pushed_outcome
 
 LOG_TAIL_LINES = 12
 POLL_SECONDS = 30.0  # between status rounds, by default: each pause is 30-60 s (`poll_pause`)
@@ -57,8 +61,29 @@ def row_for(name: str, kernel: str, run: Version | None, pack: str = "") -> Stat
 
 
 def refresh_entry(api: KaggleKernels, name: str, entry: Record) -> bool:
-    """`refresh_run` for experiment `name`'s latest version (in a pack, its checkpoint is in `name/`)."""
-    return entry.latest is not None and refresh_run(api, entry.kernel, entry.latest, entry.output_prefix(name))
+    """`refresh_run` for experiment `name`'s latest version (in a pack, its checkpoint is in `name/`), once
+    a push without an answer is settled (`resolve_pushing`)."""
+    if entry.latest is not None and entry.latest.pushing:
+        resolve_pushing(api, entry)
+    latest = entry.latest
+    if latest is None or latest.pushing:
+        return False
+    return refresh_run(api, entry.kernel_of(latest), latest, entry.output_prefix(name))
+
+
+def resolve_pushing(api: KaggleKernels, entry: Record) -> Pushed:
+    """Settle the intent of a push whose answer never came: Kaggle's current version of its kernel, newer than
+    the one before the push, is the version it made (recorded, queued until asked); no newer version means
+    none was made (the intent is dropped), unless the push may still be in flight (left as it is)."""
+    intent = entry.last
+    current = api.current_version(entry.kernel_of(intent))
+    outcome = pushed_outcome(intent, current.version if current else None, current.time if current else "", now_iso())
+    if outcome == Pushed.CREATED and current is not None:
+        intent.version, intent.state, intent.prior_version = current.version, KernelState.QUEUED, None
+        entry.record(entry.versions.pop())
+    elif outcome == Pushed.ABSENT:
+        entry.versions.pop()
+    return outcome
 
 
 def refresh_run(api: KaggleKernels, kernel: str, run: Version, prefix: str = "") -> bool:
@@ -99,8 +124,9 @@ def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
                     refresh_entry(api, name, entries[name])
                 except KernelError as e:
                     unknown[name] = str(e)
-        rows = [row_for(n, entries[n].kernel, entries[n].latest, entries[n].pack_name) if n in entries else row_for(n, "", None)
-                for n in wanted]
+                if not entries[name].versions:  # its only push made no version on Kaggle
+                    del entries[name]
+        rows = [_row(n, entries[n]) if n in entries else row_for(n, "", None) for n in wanted]
     for row in rows:
         if row.experiment in unknown:
             row.state, row.failure = RowState.UNKNOWN, unknown[row.experiment]
@@ -110,6 +136,15 @@ def refresh(ws: Workspace, api: KaggleKernels, names: list[str] | None = None,
             except KernelError:
                 pass
     return rows
+
+
+def _row(name: str, entry: Record) -> StatusRow:
+    latest = entry.latest
+    if latest is not None and latest.pushing:
+        return StatusRow(name, entry.kernel_of(latest), None, RowState.PUSHING, _seconds_between(latest.pushed_at),
+                         "Kaggle does not show the version yet; ask again with `kagglerun status`",
+                         pack=entry.pack_name)
+    return row_for(name, entry.kernel_of(latest), latest, entry.pack_name)
 
 
 def watch(ws: Workspace, api: KaggleKernels, names: list[str] | None = None, *, interval: float = POLL_SECONDS,
