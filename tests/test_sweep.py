@@ -13,6 +13,7 @@ from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.errors import ExperimentError
 from kagglerun.experiments.sweep import expand_sweep, parse_overrides, point_name, value_token
+from kagglerun.runs.plan import Resume
 from kagglerun.workspace import Workspace
 
 GRID = TINY_DIGITS.format(epochs=2) + """
@@ -291,7 +292,7 @@ def test_more_epochs_resume_a_pulled_run_other_changes_start_over(grid):
         return continue_longer(grid, name, record, s, changed)
 
     assert decide({"training.epochs": 5}) == (PlanAction.RESUME, "only its length changed since v1; resuming from "
-                                                                 "its checkpoint", 1)
+                                                                 "its checkpoint", Resume("u/k", 1, "t"))
     assert decide({"training.epochs": 5, "training.lr": 0.5}) == changed
     record.versions[0].has_checkpoint = False
     assert decide({"training.epochs": 5}) == changed

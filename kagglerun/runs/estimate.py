@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.contract import SETTINGS_FILE, SUMMARY_FILE
 from ..experiments import Settings
+from ..experiments.models import ModelRef
 from ..workspace import Workspace
 
 STARTUP_SECONDS = 90.0  # a Kaggle session's start: container, imports, the data set loaded onto the GPU
@@ -74,31 +75,39 @@ def measured_epoch_seconds(results: Path, s: Settings) -> float | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _forward_flops(model_json: str, channels: int, size: int, classes: int, batch: int) -> float:
-    """FLOPs of one forward pass of `batch` images (the scratch engine trains the same networks)."""
+def _forward_flops(model_json: str, channels: int, size: int, classes: int, batch: int, model_file: str = "",
+                   model_hash: str = "") -> float:
+    """FLOPs of one forward pass of `batch` images (the scratch engine trains the same networks); `model_file`:
+    the workspace model's file (`model_hash`, its content's hash, keeps the cache honest when it is edited)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..core.models import build_model
+    from ..notebook.models import load_model_file
 
-    model = build_model(json.loads(model_json), channels, size, classes)
+    model_settings = {**json.loads(model_json), "pretrained": False}  # the cost is the same without weights
+    module = load_model_file(Path(model_file)) if model_file else None
+    model = build_model(model_settings, channels, size, classes, module=module)
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(batch, channels, size, size))
     return float(counter.get_total_flops())
 
 
-def flop_epoch_seconds(s: Settings) -> float:
-    """Seconds per epoch from the model's cost at the assumed T4 throughput."""
+def flop_epoch_seconds(s: Settings, model: ModelRef | None = None) -> float:
+    """Seconds per epoch from the model's cost at the assumed T4 throughput (`model`: what its name resolved
+    to in the workspace, for a workspace model)."""
     channels, size, classes = _shape(s)
-    per_image = _forward_flops(json.dumps(s.as_dict()["model"], sort_keys=True), channels, size, classes, 2) / 2
+    path = model.path if model is not None and model.kind == "workspace" and model.path else None
+    per_image = _forward_flops(json.dumps(s.as_dict()["model"], sort_keys=True), channels, size, classes, 2,
+                               str(path or ""), model.source_hash if path and model else "") / 2
     train, evaluated = _images(s)
     return (TRAIN_FACTOR * train + evaluated) * per_image / T4_FLOPS + EPOCH_OVERHEAD_SECONDS
 
 
 def epoch_seconds(ws: Workspace, s: Settings) -> float:
     measured = measured_epoch_seconds(ws.results, s)
-    return measured if measured is not None else flop_epoch_seconds(s)
+    return measured if measured is not None else flop_epoch_seconds(s, ws.store().model(s))
 
 
 def run_seconds(ws: Workspace, s: Settings, epochs: int | None = None) -> float:
