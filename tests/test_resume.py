@@ -166,16 +166,20 @@ def test_an_answer_the_ledger_cannot_record_is_found_by_the_next_command(ws, hel
     assert _kernel_sessions(held, _kernel(ws)) == 1
 
 
-def test_a_version_whose_source_kaggle_refused_is_recorded_and_cancelled(ws, held):
+def test_a_version_whose_source_kaggle_refused_is_recorded_and_named_for_cancelling(ws, held):
+    """Kaggle made the version without the source: it is recorded with the refused source named. SaveKernel's
+    answer names no session (ApiSaveKernelResponse), so kagglerun cannot cancel it and says so in one line."""
     (ws.experiments / "one.toml").write_text((ws.experiments / "one.toml").read_text()
                                              + f'kernel_sources = ["{USER}/no-such-kernel"]\n')
     with pytest.raises(KaggleError) as e:
         push_experiments(ws, ["one"], api=_api(held.url))
-    assert f"refused kernel sources {USER}/no-such-kernel; it was cancelled" in str(e.value), e.value
+    message = str(e.value)
+    assert f"refused kernel sources {USER}/no-such-kernel; it cannot run without them" in message, message
+    assert "cancel it on kaggle.com" in message and "\n" not in message
     (run,) = Ledger(ws.results).entry("one").versions
-    assert run.version == 1 and "refused kernel sources" in run.failure
-    (session,) = [s for s in held.emulator.state.sessions.values() if f"{s.owner}/{s.slug}" == _kernel(ws)]
-    assert session.status == "CANCEL_ACKNOWLEDGED"
+    assert run.version == 1 and "refused kernel sources" in run.failure and "kaggle.com" in run.failure
+    sessions = [s for s in held.emulator.state.sessions.values() if f"{s.owner}/{s.slug}" == _kernel(ws)]
+    assert len(sessions) == 1  # recorded, never pushed twice
 
 
 def test_a_results_folder_that_cannot_be_written_is_found_before_anything_is_pushed(ws, held):

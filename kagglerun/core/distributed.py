@@ -216,6 +216,12 @@ def _child_code() -> str:
             f"importlib.import_module({__name__!r}).worker_main(sys.argv[1], int(sys.argv[2]))\n")
 
 
+def _engine_modules(settings: dict[str, Any]) -> list[str]:
+    """The module that registers the run's engine, for the fresh processes to import."""
+    engine = ENGINES.get(settings.get("engine", "torch"))
+    return [engine.__module__] if engine is not None else sorted({cls.__module__ for cls in ENGINES.values()})
+
+
 def launch(target: Callable[..., Any], settings: dict[str, Any], out_dir: str, core_hash: str, world: int,
            backend: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Train with `world` fresh processes (not forked: a notebook's kernel cannot be forked safely, and
@@ -228,7 +234,8 @@ def launch(target: Callable[..., Any], settings: dict[str, Any], out_dir: str, c
     job_file = os.path.join(folder, "job.pkl")
     with open(job_file, "wb") as f:
         pickle.dump({"target": target, "world": world, "backend": backend, "port": _free_port(),
-                     "engines": sorted({cls.__module__ for cls in ENGINES.values()}), "settings": settings,
+                     # only the module of the engine this run trains with: another registered one may not import there
+                     "engines": _engine_modules(settings), "settings": settings,
                      "out_dir": str(out_dir), "core_hash": core_hash}, f)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if backend == "gloo":  # the CPU's cores shared between the processes

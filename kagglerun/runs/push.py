@@ -161,11 +161,13 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
         plan.metadata = json.loads((plan.folder / METADATA_FILE).read_text())
     _prepare(plan, plan.metadata)
     target, ledger = plan.target, Ledger(ws.results)
+    store = ws.store()
+    overrides = {name: store.overrides_of(name) for name in plan.recorded}  # so status and pull know sweep points
     current = api.current_version(target)
     intent = Version(version=0, settings_hash="", core_hash=plan.core_hash, pushed_at=now_iso(), state=PUSHING,
                      kernel=target, prior_version=current.version if current else 0)
     try:
-        replaced = _record(ledger, plan, intent)
+        replaced = _record(ledger, plan, intent, overrides)
     except OSError as e:
         raise LedgerError(f"{ledger.path}: cannot record the push of {plan.name} ({e.strerror or e}); "
                           "nothing was pushed") from None
@@ -186,7 +188,7 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
     if refused:
         run.failure = f"Kaggle refused {refused}" + ("; cancelled: it cannot run without them" if cancel else "")
     try:
-        _record(ledger, plan, run)
+        _record(ledger, plan, run, overrides)
     except (OSError, LedgerError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise LedgerError(f"Kaggle made {run.label} of {plan.name}, but the ledger could not record it ({why}); "
@@ -195,7 +197,7 @@ def push_one(ws: Workspace, api: KaggleKernels, plan: PushPlan, *, sleep: Callab
         cancelled = _cancel(api, run)
         if not cancelled:
             run.failure = f"Kaggle refused {refused}; it cannot run without them and {cancelled.why}"
-            _record(ledger, plan, run)
+            _record(ledger, plan, run, overrides)
         raise InvalidSources(f"{plan.name}: Kaggle made {run.label} but refused {refused}; "
                              + ("it was cancelled, as it cannot run without them" if cancelled else
                                 f"it cannot run without them and {cancelled.why}"))
@@ -231,7 +233,7 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
                       f"of {intent.kernel}; try again later")
 
 
-def _record(ledger: Ledger, plan: PushPlan, run: Version) -> dict[str, Record]:
+def _record(ledger: Ledger, plan: PushPlan, run: Version, overrides: dict[str, dict] | None = None) -> dict[str, Record]:
     """Write `run` (an intent or an answer) as the latest version of each experiment the plan records; returns
     the records it replaced (of another kernel: the experiment's slug changed)."""
     replaced = {}
@@ -243,7 +245,7 @@ def _record(ledger: Ledger, plan: PushPlan, run: Version) -> dict[str, Record]:
                     replaced[name] = entry
                 entry = entries[name] = Record(plan.kernel)
             entry.pack = plan.pack
-            entry.record(dataclasses.replace(run, settings_hash=settings_hash))
+            entry.record(dataclasses.replace(run, settings_hash=settings_hash, overrides=(overrides or {}).get(name, {})))
     return replaced
 
 
