@@ -19,7 +19,8 @@ def continue_longer(ws: Workspace, name: str, record: Record | None, settings: S
     version, whose checkpoint was pulled into results/NAME (so its settings there are that version's)."""
     action, reason, _ = decision
     last = record.latest if record is not None else None
-    if action != PlanAction.PUSH or record is None or last is None or not last.has_checkpoint or not reason.startswith("settings"):
+    if (action != PlanAction.PUSH or record is None or last is None or not last.has_checkpoint
+            or not reason.startswith("settings")):
         return decision
     try:
         pulled = json.loads((ws.result_dir(name) / SETTINGS_FILE).read_text())

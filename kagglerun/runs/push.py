@@ -233,7 +233,8 @@ def _push_once(api: KaggleKernels, plan: PushPlan, intent: Version, sleep: Calla
                       f"of {intent.kernel}; try again later")
 
 
-def _record(ledger: Ledger, plan: PushPlan, run: Version, overrides: dict[str, dict] | None = None) -> dict[str, Record]:
+def _record(ledger: Ledger, plan: PushPlan, run: Version,
+            overrides: dict[str, dict] | None = None) -> dict[str, Record]:
     """Write `run` (an intent or an answer) as the latest version of each experiment the plan records; returns
     the records it replaced (of another kernel: the experiment's slug changed)."""
     replaced = {}
@@ -245,7 +246,8 @@ def _record(ledger: Ledger, plan: PushPlan, run: Version, overrides: dict[str, d
                     replaced[name] = entry
                 entry = entries[name] = Record(plan.kernel)
             entry.pack = plan.pack
-            entry.record(dataclasses.replace(run, settings_hash=settings_hash, overrides=(overrides or {}).get(name, {})))
+            entry.record(dataclasses.replace(run, settings_hash=settings_hash,
+                                             overrides=(overrides or {}).get(name, {})))
     return replaced
 
 
