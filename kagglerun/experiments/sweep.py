@@ -82,13 +82,13 @@ def point_name(base: str, overrides: Overrides) -> str:
     return f"{prefix}.h{digest}"
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"training": {"lr": [..]}}` (unquoted dotted keys) and `{"training.lr": [..]}` alike, as dotted keys."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -100,7 +100,7 @@ def expand_sweep(base: str, table: Any, source: str) -> list[tuple[str, Override
         raise ExperimentError(f"{source}: sweep: must be a table of dotted keys and lists of values")
     table = dict(table)
     cases = table.pop(CASES, None)
-    lists = _flatten(table)
+    lists = flatten(table)
     for key, values in lists.items():
         if not isinstance(values, list):
             raise ExperimentError(f"{source}: sweep: {key}: must be a list of values, got {values!r}")
@@ -110,7 +110,7 @@ def expand_sweep(base: str, table: Any, source: str) -> list[tuple[str, Override
     if cases is not None:
         if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
             raise ExperimentError(f"{source}: sweep: cases: must be a non-empty array of tables ([[sweep.cases]])")
-        combos = [_flatten(c) for c in cases]
+        combos = [flatten(c) for c in cases]
         for case in combos:
             both = set(case) & set(lists)
             if both:

@@ -24,6 +24,7 @@ from ..core.contract import (
     VAL_COLUMNS,
 )
 from ..errors import WorkspaceError
+from ..experiments.sweep import flatten
 
 LOG_TAIL_LINES = 30
 # `kagglerun preview EXP` writes results/_previews/EXP.png ('_' starts no experiment name; the folder holds
@@ -233,15 +234,9 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
     return "\n".join(_SECRET_RE.sub(lambda m: f"{m.group(1)}=***", line) for line in tail)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = tuple(value) if isinstance(value, list) else value
-    return flat
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings as dotted keys (the sweep's own flattening), lists as tuples so that they can be compared."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flatten(data).items()}
 
 
 def as_float(value: Any) -> float | None:
