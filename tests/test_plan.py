@@ -3,11 +3,13 @@ for a pack from its members', and which runs the report pools as seeds of one ex
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from kagglerun.core.contract import RESUME_MISSING
 from kagglerun.report import Result, pool_seeds
 from kagglerun.runs.ledger import PUSHING, Record, Version
 from kagglerun.runs.plan import (
@@ -174,6 +176,31 @@ def test_combine(decisions, action, reason, resumes, must_find):
 def test_resume_decision_takes_the_newest_checkpoint_of_the_same_settings():
     record = Record(KERNEL, [version(1, "error", ""), version(2, "error", ""), version(3, "error", "", checkpoint=False)])
     assert resume_decision(record, S)[0::2] == (PlanAction.RESUME, resume(2))
+
+
+MISSING = f"RuntimeError: {RESUME_MISSING} {KERNEL} v1, but no checkpoint_last.pt of these settings is in /kaggle/input"
+
+
+def _resumed(n: int, kernel: str, source: str, resumes: int, failure: str = "", checkpoint: bool = False) -> Version:
+    return dataclasses.replace(version(n, "error", "", checkpoint=checkpoint, kernel=kernel), source=source,
+                               resumes=resumes, failure=failure)
+
+
+UNUSABLE = [
+    # (versions, expected action, version resumed): a version a resumed session found no checkpoint in is
+    # passed over, else every retry would resume from it and fail the same way
+    ([version(1, "error", ""), _resumed(1, PARTNER, KERNEL, 1, MISSING)], PlanAction.PUSH, None),
+    # a resumed session that died before it could copy the checkpoint: the source is still good
+    ([version(1, "error", ""), _resumed(1, PARTNER, KERNEL, 1, "The kernel died")], PlanAction.RESUME, resume(1)),
+    # the partner's own checkpoint was missing when A v2 resumed from it: back to A v1's
+    ([version(1, "error", ""), _resumed(1, PARTNER, KERNEL, 1, checkpoint=True), _resumed(2, KERNEL, PARTNER, 1, MISSING)],
+     PlanAction.RESUME, resume(1)),
+]
+
+
+@pytest.mark.parametrize(("versions", "action", "resumes"), UNUSABLE)
+def test_resume_decision_passes_over_a_source_found_without_its_checkpoint(versions, action, resumes):
+    assert resume_decision(Record(KERNEL, versions), S)[0::2] == (action, resumes)
 
 
 def _result(name: str, seed: int, lr: float = 1e-3, group: str = "", label: str = "", **extra) -> Result:

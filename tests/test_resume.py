@@ -220,3 +220,30 @@ def test_a_version_found_after_a_lost_answer_is_checked_for_refused_sources(ws, 
         push_experiments(ws, ["one"], api=_api(held.url))
     (run,) = Ledger(ws.results).entry("one").versions
     assert run.version == 1 and "could not be cancelled" in run.failure and _kernel_sessions(held, _kernel(ws)) == 1
+
+
+def test_a_checkpoint_is_believed_from_the_ended_versions_own_output_not_a_stale_listing(tmp_path, monkeypatch):
+    """v2 dies before writing anything while every output listing serves v1's files as v2's (the stale
+    fault): the ledger must not record that v2 holds a checkpoint, or the next push resumes from an output
+    that has none."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    handle = start_emulator(tmp_path / "emu")
+    try:
+        ws = Workspace(make_workspace(tmp_path / "ws", {"stale_a": tiny_toml()}))
+        ws.templates.mkdir()
+        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        api = _api(handle.url)
+        push_experiments(ws, ["stale_a"], api=api, options=PushOptions(wait=True, poll_seconds=0.3))
+        handle.emulator.set_faults(FaultConfig(crash=1.0, crash_after=0.2, stale=1.0))
+        push_experiments(ws, ["stale_a"], api=api, options=PushOptions(wait=True, force=True, retries=0, poll_seconds=0.3))
+        served_stale = handle.stats()["faults_injected"]["stale"]
+        handle.emulator.set_faults(FaultConfig())
+        plan = push_experiments(ws, ["stale_a"], api=api, options=PushOptions(dry_run=True)).plans[0]
+    finally:
+        handle.stop()
+    first, second = Ledger(ws.results).load()["stale_a"].versions
+    assert (first.state, first.has_checkpoint) == ("complete", True)
+    assert second.state == "error" and served_stale >= 1
+    assert not second.has_checkpoint and second.epochs_done is None
+    assert plan.resumes is not None and (plan.resumes.kernel, plan.resumes.version) == (KERNEL.replace("long", "stale"), 1)

@@ -20,6 +20,7 @@ from .contract import (
     CHECKPOINT_LAST,
     CURVES_FILE,
     HISTORY_FILE,
+    RESUME_MISSING,
     SETTINGS_FILE,
     SUMMARY_FILE,
     atomic_write_bytes,
@@ -124,7 +125,7 @@ def _restore(found: tuple[dict[str, Any], Path] | None, engine: Any, summary: di
 
 def planned_resume_missing(resume: dict[str, Any], out: Path) -> str:
     """The one line a session fails with when push planned a resume and no checkpoint is there."""
-    return (f"push planned a resume from {resume.get('from')} v{resume.get('version')}, but no {CHECKPOINT_LAST} "
+    return (f"{RESUME_MISSING} {resume.get('from')} v{resume.get('version')}, but no {CHECKPOINT_LAST} "
             f"of these settings is in {input_root()} or {out}: the source's output is missing (Kaggle refused "
             "the source, or it has no output); not training from epoch 1")
 

@@ -236,18 +236,27 @@ def read_outcome(api: KaggleKernels, kernel: str, run: Version, prefix: str = ""
     """Record in the finished `run` what its output says (a pack member's under `prefix`): whether it holds
     a checkpoint to resume from and, from its verified summary.json, how the training ended (`note_summary`).
 
-    A single run that did not complete is only checked for its checkpoint. A pack member that left no
-    output at all is failed at once, with the kernel's failure as its reason; output that cannot be verified
-    in `attempts` tries leaves the outcome unknown: Unverified (or PullError for output that must be refused)."""
+    The checkpoint is believed from a verified manifest: a listing may be stale (another version's output,
+    served as this one's), and a checkpoint believed from one sends the next push to resume from a version
+    that has none. Only output with no manifest yet (a session killed before its first epoch ended, holding
+    the checkpoint it resumed from) is taken as listed. A single run that did not complete keeps Kaggle's
+    state; its own error, if it wrote one, becomes its failure. A pack member that left no output at all is
+    failed at once, with the kernel's failure as its reason; output that cannot be verified in `attempts`
+    tries leaves the outcome unknown: Unverified (or PullError for output that must be refused)."""
     listing = listing or Listing(api, kernel, run.version)
     names = {f.name for f in listing.get().files}
-    run.has_checkpoint = run.has_checkpoint or prefix + CHECKPOINT_LAST in names
-    if run.state != KernelState.COMPLETE and not prefix:
-        return
     if prefix + MANIFEST_FILE not in names and run.state != KernelState.COMPLETE:
-        run.run_state = RunState.FAILED  # nothing to wait for: the kernel ended without this member writing anything
+        run.has_checkpoint = run.has_checkpoint or prefix + CHECKPOINT_LAST in names
+        if prefix:
+            run.run_state = RunState.FAILED  # nothing to wait for: the kernel ended without this member writing anything
         return
     summary, manifest, _ = fetch_verified(listing, run, prefix, attempts=attempts, sleep=sleep, only=(SUMMARY_FILE,))
+    if run.state != KernelState.COMPLETE and not prefix:
+        run.has_checkpoint = run.has_checkpoint or CHECKPOINT_LAST in manifest
+        run.epochs_done = summary.get("epochs_done")
+        if summary.get("state") == RunState.FAILED and summary.get("error"):
+            run.failure = str(summary["error"])
+        return
     note_summary(run, summary, manifest)
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from ..core.contract import RESUME_MISSING
 from ..states import KernelState, PlanAction, RunState
 from .ledger import Record, Version
 
@@ -131,14 +132,17 @@ def resuming(decisions: dict[str, Decision], action: PlanAction) -> tuple[str, .
 
 def resume_decision(record: Record, settings_hash: str, same: frozenset[str] = frozenset()) -> Decision:
     """Push again an experiment whose last version did not finish, resuming from the newest checkpoint
-    its earlier versions (with the same settings) left, when there is one."""
+    its earlier versions (with the same settings) left, when there is one. A version that a resumed session
+    already failed to find a checkpoint in (Kaggle mounted another version's output, or none) is passed over:
+    resuming from it again would fail the same way."""
     last = record.latest
     assert last is not None
     why = f"v{last.version} ended {last.run_state or last.state}"
+    unusable = {(v.source, v.resumes) for v in record.versions if RESUME_MISSING in v.failure}
     for version in reversed(record.versions):
         if version.settings_hash != settings_hash and version.settings_hash not in same:
             break
-        if version.has_checkpoint:
+        if version.has_checkpoint and (record.kernel_of(version), version.version) not in unusable:
             return PlanAction.RESUME, f"{why}; resuming from its checkpoint", _resume(record, version)
     return PlanAction.PUSH, f"{why}; no checkpoint, starting over", None
 

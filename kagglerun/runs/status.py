@@ -25,6 +25,7 @@ from .outcome import Unverified, read_outcome
 from .plan import Pushed, pushed_outcome
 
 LOG_TAIL_LINES = 12
+OUTCOME_ATTEMPTS = 3  # listings of an ended run's output read before its outcome is left unknown
 POLL_SECONDS = 30.0  # between status rounds, by default: each pause is 30-60 s (`poll_pause`)
 
 
@@ -89,9 +90,10 @@ def resolve_pushing(api: KaggleKernels, entry: Record) -> Pushed:
 def refresh_run(api: KaggleKernels, kernel: str, run: Version, prefix: str = "") -> bool:
     """Ask Kaggle for `run`'s state and update it in place; True when it has just finished.
 
-    A run that ends without completing is checked for a checkpoint (`prefix` + checkpoint_last.pt in its
-    output), so a later push can resume it. One that completes, and a pack's member whatever the kernel's
-    end, has its summary.json read (`outcome.read_outcome`, one try): a run stopped by its time budget ends
+    Its output is read once it has ended (`outcome.read_outcome`, up to OUTCOME_ATTEMPTS tries, for a listing
+    may be stale): a run that ends without completing is checked for a verified checkpoint, so that a later
+    push can resume it (nothing else settles that: pull skips such a run); one that completes, and a pack's
+    member whatever the kernel's end, has its summary.json read: a run stopped by its time budget ends
     COMPLETE on Kaggle, and a member may have completed in a pack whose other member failed."""
     if run.finished:
         return False
@@ -103,8 +105,8 @@ def refresh_run(api: KaggleKernels, kernel: str, run: Version, prefix: str = "")
         return False
     run.finished_at = now_iso()
     try:
-        read_outcome(api, kernel, run, prefix)
-    except (Unverified, PullError):  # not verifiable now (e.g. stale output): `pull` settles it, with retries
+        read_outcome(api, kernel, run, prefix, attempts=OUTCOME_ATTEMPTS)
+    except (Unverified, PullError):  # not verifiable now: `pull` settles a completed one, with retries
         pass
     return True
 
