@@ -247,3 +247,30 @@ def test_a_checkpoint_is_believed_from_the_ended_versions_own_output_not_a_stale
     assert second.state == "error" and served_stale >= 1
     assert not second.has_checkpoint and second.epochs_done is None
     assert plan.resumes is not None and (plan.resumes.kernel, plan.resumes.version) == (KERNEL.replace("long", "stale"), 1)
+
+
+def test_a_source_whose_checkpoint_is_gone_is_not_resumed_from_again(tmp_path, monkeypatch):
+    """v1 stops on its time budget with a checkpoint, which then disappears from its output on Kaggle: the
+    resumed session fails at once in one line, that line reaches the ledger, and the next push starts over
+    instead of resuming from v1 again (every retry would fail the same way)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    handle = start_emulator(tmp_path / "emu")
+    try:
+        ws = Workspace(make_workspace(tmp_path / "ws", {"gone_a": tiny_toml(extra="time_budget_minutes = 0.001")}))
+        ws.templates.mkdir()
+        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        api = _api(handle.url)
+        once = PushOptions(wait=True, retries=0, poll_seconds=0.3)
+        push_experiments(ws, ["gone_a"], api=api, options=once)  # v1: stopped after one epoch
+        (first,) = handle.emulator.state.sessions.values()
+        (handle.emulator.state.session_dir(first.id) / "working" / "checkpoint_last.pt").unlink()
+        push_experiments(ws, ["gone_a"], api=api, options=once)  # resumes from v1, in the partner kernel
+        plan = push_experiments(ws, ["gone_a"], api=api, options=PushOptions(dry_run=True)).plans[0]
+    finally:
+        handle.stop()
+    stopped, resumed = Ledger(ws.results).load()["gone_a"].versions
+    assert stopped.run_state == "stopped" and stopped.has_checkpoint
+    assert (resumed.source, resumed.resumes, resumed.state) == (stopped.kernel, 1, "error")
+    assert "push planned a resume from" in resumed.failure and not resumed.has_checkpoint
+    assert (plan.action, plan.resumes) == ("push", None) and "no checkpoint, starting over" in plan.reason

@@ -222,12 +222,15 @@ def fetch_verified(listing: Listing, run: Version, prefix: str, *, attempts: int
     raise Unverified(problems)
 
 
-def note_summary(run: Version, summary: dict, manifest: dict) -> None:
-    """Record in `run` what its own summary.json says: complete, stopped by its time budget, or failed."""
-    run.run_state = str(summary.get("state") or "")
+def note_summary(run: Version, summary: dict, manifest: dict, *, run_state: bool = True) -> None:
+    """Record in `run` what its own summary.json says: complete, stopped by its time budget, or failed; its
+    epochs, its checkpoint, and its error as its failure. `run_state=False` leaves the state Kaggle's (a
+    single run that Kaggle ended without completing: killed, its summary still says running)."""
+    if run_state:
+        run.run_state = str(summary.get("state") or "")
     run.epochs_done = summary.get("epochs_done")
     run.has_checkpoint = run.has_checkpoint or CHECKPOINT_LAST in manifest
-    if run.run_state == RunState.FAILED and summary.get("error"):
+    if summary.get("state") == RunState.FAILED and summary.get("error"):
         run.failure = str(summary["error"])
 
 
@@ -251,13 +254,7 @@ def read_outcome(api: KaggleKernels, kernel: str, run: Version, prefix: str = ""
             run.run_state = RunState.FAILED  # nothing to wait for: the kernel ended without this member writing anything
         return
     summary, manifest, _ = fetch_verified(listing, run, prefix, attempts=attempts, sleep=sleep, only=(SUMMARY_FILE,))
-    if run.state != KernelState.COMPLETE and not prefix:
-        run.has_checkpoint = run.has_checkpoint or CHECKPOINT_LAST in manifest
-        run.epochs_done = summary.get("epochs_done")
-        if summary.get("state") == RunState.FAILED and summary.get("error"):
-            run.failure = str(summary["error"])
-        return
-    note_summary(run, summary, manifest)
+    note_summary(run, summary, manifest, run_state=bool(prefix) or run.state == KernelState.COMPLETE)
 
 
 def describe_outcome(run: Version) -> str:
