@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 from helpers import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
-from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.core.pack import PACK_PROCESSES_ENV
 from kagglerun.errors import PullError
@@ -36,7 +35,7 @@ def cli(*args: str):
 @pytest.fixture
 def pair(tmp_path, monkeypatch):
     """A workspace with two tiny experiments; cwd is it."""
-    monkeypatch.setattr(cli_module.console, "width", 160)  # CliRunner's 80 columns fold the long pack kernel id
+    monkeypatch.setenv("COLUMNS", "160")  # CliRunner's 80 columns fold the long pack kernel id
     ws = make_workspace(tmp_path / "ws", {"tiny_a": tiny_toml(seed=1, epochs=1), "tiny_b": tiny_toml(seed=2)})
     monkeypatch.chdir(ws)
     monkeypatch.delenv("KAGGLERUN_WORKSPACE", raising=False)
@@ -124,7 +123,7 @@ def test_a_member_that_fails_spares_the_one_that_completed(tmp_path, monkeypatch
     """One member's data set is missing (CIFAR-10 without internet or data): the pack's kernel ends in error,
     yet the member that completed is pulled, verified, and the failed one is reported with its own reason,
     at once: a member with no output to wait for is never retried."""
-    monkeypatch.setattr(cli_module.console, "width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     no_data = tiny_toml(seed=4, epochs=1).replace('dataset = "synthetic"', 'dataset = "cifar10"')
     ws_root = make_workspace(tmp_path / "ws", {"tiny_a": tiny_toml(seed=1, epochs=1), "nodata_b": no_data})
     monkeypatch.chdir(ws_root)

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from helpers import TINY_DIGITS, client_env, ledger_json, make_workspace, start_emulator
 
-from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.errors import ExperimentError
 from kagglerun.search import driver, halving
@@ -100,7 +99,7 @@ def test_a_searched_key_is_checked_against_the_settings(tmp_path):
 def test_search_through_the_emulator_stops_at_its_budget_and_continues(tmp_path, monkeypatch):
     import optuna
 
-    monkeypatch.setattr(cli_module.console, "width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     # One trial's schedule: 90 s start-up and about half a second per epoch per rung; 0.17 h affords four trials
     root = make_workspace(tmp_path / "ws", {"lrs": SEARCH.format(hours=0.17)})
     monkeypatch.chdir(root)

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from helpers import USER, check_contract, client_env, ledger_json, make_workspace, snapshot, start_emulator, tiny_toml
 
-from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.experiments import ExperimentStore
 
@@ -26,7 +25,9 @@ def cli(*args: str):
 
 
 def test_a_budget_stop_is_pulled_recorded_and_resumed(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_module.console, "width", 200)
+    # The width as a terminal would give it: setting console.width instead outlives the test (monkeypatch
+    # restores it by setting the width it read, which then stays fixed for every later test)
+    monkeypatch.setenv("COLUMNS", "200")
     ws = make_workspace(tmp_path / "ws", {"stop_a": BUDGETED})
     monkeypatch.chdir(ws)
     handle = start_emulator(tmp_path / "emu", workers=1)

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 from helpers import REPO, TINY_DIGITS, client_env, ledger_json, make_workspace, start_emulator
 
-from kagglerun import cli as cli_module
 from kagglerun.cli import main
 from kagglerun.errors import ExperimentError
 from kagglerun.experiments.sweep import expand_sweep, parse_overrides, point_name, value_token
@@ -30,7 +29,7 @@ def cli(*args: str):
 
 @pytest.fixture
 def grid(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_module.console, "width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     root = make_workspace(tmp_path / "ws", {"lr_grid": GRID.format(lrs="1e-3, 3e-3")})
     monkeypatch.chdir(root)
     monkeypatch.delenv("KAGGLERUN_WORKSPACE", raising=False)
