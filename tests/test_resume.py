@@ -38,6 +38,15 @@ def _api(url: str) -> KaggleKernels:
                          retry=RetryPolicy(attempts=4, base_seconds=0.05, cap_seconds=0.2))
 
 
+def _fast_workspace(tmp_path, monkeypatch, name: str, toml: str) -> Workspace:
+    """A workspace holding one experiment with the fast main cell, and a home without Kaggle credentials."""
+    ws = Workspace(make_workspace(tmp_path / "ws", {name: toml}))
+    ws.templates.mkdir()
+    (ws.templates / "main.py.j2").write_text(FAST_MAIN)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return ws
+
+
 def test_a_run_needing_four_sessions_alternates_kernels_and_ends_with_one_history(tmp_path, monkeypatch):
     """Each session trains one epoch before its time budget (set well inside the emulator's short session
     limit, as 690 min is inside Kaggle's 12 h) stops it; every push after the first goes to the kernel that
@@ -45,11 +54,7 @@ def test_a_run_needing_four_sessions_alternates_kernels_and_ends_with_one_histor
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     handle = start_emulator(tmp_path / "emu", session_limit_s=60.0)
     try:
-        ws = Workspace(make_workspace(tmp_path / "ws", {"long_a": tiny_toml(
-            epochs=4, extra="time_budget_minutes = 0.001")}))
-        ws.templates.mkdir()
-        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        ws = _fast_workspace(tmp_path, monkeypatch, "long_a", tiny_toml(epochs=4, extra="time_budget_minutes = 0.001"))
         api = _api(handle.url)
         report = push_experiments(ws, ["long_a"], api=api, options=PushOptions(wait=True, retries=5, poll_seconds=0.3))
         rows = refresh(ws, api)
@@ -229,10 +234,7 @@ def test_a_checkpoint_is_believed_from_the_ended_versions_own_output_not_a_stale
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     handle = start_emulator(tmp_path / "emu")
     try:
-        ws = Workspace(make_workspace(tmp_path / "ws", {"stale_a": tiny_toml()}))
-        ws.templates.mkdir()
-        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        ws = _fast_workspace(tmp_path, monkeypatch, "stale_a", tiny_toml())
         api = _api(handle.url)
         push_experiments(ws, ["stale_a"], api=api, options=PushOptions(wait=True, poll_seconds=0.3))
         handle.emulator.set_faults(FaultConfig(crash=1.0, crash_after=0.2, stale=1.0))
@@ -256,10 +258,7 @@ def test_a_source_whose_checkpoint_is_gone_is_not_resumed_from_again(tmp_path, m
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     handle = start_emulator(tmp_path / "emu")
     try:
-        ws = Workspace(make_workspace(tmp_path / "ws", {"gone_a": tiny_toml(extra="time_budget_minutes = 0.001")}))
-        ws.templates.mkdir()
-        (ws.templates / "main.py.j2").write_text(FAST_MAIN)
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        ws = _fast_workspace(tmp_path, monkeypatch, "gone_a", tiny_toml(extra="time_budget_minutes = 0.001"))
         api = _api(handle.url)
         once = PushOptions(wait=True, retries=0, poll_seconds=0.3)
         push_experiments(ws, ["gone_a"], api=api, options=once)  # v1: stopped after one epoch

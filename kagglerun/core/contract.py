@@ -38,8 +38,8 @@ CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion.json"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "log.txt"  # not the core's: the session log that `pull` leaves beside the outputs
-# How a session that push planned as a resume fails when the checkpoint is not where push said: the start of
-# its error, which `push` reads to stop resuming from that source
+# The words in the error of a session that push planned as a resume and that found no checkpoint where push
+# said: `push` looks for them in a version's failure to stop resuming from that source
 RESUME_MISSING = "push planned a resume from"
 PULLED_MARK = ".pulled.json"  # not the core's: `pull` marks a folder it filled (kernel, version); a local run removes it
 CONTRACT_FILES = (SETTINGS_FILE, HISTORY_FILE, SUMMARY_FILE, CHECKPOINT_LAST, CHECKPOINT_BEST, CURVES_FILE,
